@@ -1,0 +1,39 @@
+//! featherguard-core: the pattern engine and the types every featherguard guard shares.
+//!
+//! Text is normalized (NFKD, marks stripped, lowercase, invisibles removed, look-alikes folded) with
+//! every byte mapped back to the original, then one compiled multi-pattern automaton per view finds
+//! rule matches. [`Firewall`] runs an ordered set of [`Guard`]s under a [`Policy`].
+//!
+//! ```
+//! let fw = featherguard_core::Firewall::with_default_rules().unwrap();
+//! let v = fw.scan("What is the capital of France?");
+//! assert_eq!(v.action, featherguard_core::Action::Allow);
+//! ```
+
+mod config;
+mod decode;
+mod default_pack;
+mod deobfuscate;
+mod engine;
+mod firewall;
+mod guard;
+mod normalize;
+mod policy;
+mod redact;
+mod rules;
+mod scanner;
+mod validate;
+mod verdict;
+mod view;
+
+pub use config::{Config, ConfigError, Limits, RulesConfig};
+pub use engine::RuleSet;
+pub use firewall::{pattern_guard, Firewall};
+pub use guard::{Guard, GuardError, Input, Source};
+pub use normalize::{fold_str, is_invisible};
+pub use policy::{FailMode, Policy, Thresholds};
+pub use redact::redact;
+pub use rules::{default_rules, load_rule_file, merge_rules, parse_rules, Examples, Origin, Rule, RuleError, ViewKind, DEFAULT_RULE_FILES};
+pub use scanner::{PatternGuard, ScanLimits};
+pub use validate::Validator;
+pub use verdict::{Action, Family, Finding, GuardFailure, Severity, Span, Verdict};

@@ -1,0 +1,277 @@
+//! Text normalization before matching: compatibility decomposition, mark stripping, lowercase,
+//! invisible-character removal and look-alike folding, each output byte mapped to the original.
+
+use unicode_normalization::char::{decompose_compatible, is_combining_mark};
+
+use crate::view::{Mapping, View};
+
+/// Characters that render as nothing (or as a format control) and are used to split or hide words.
+pub fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}'
+        | '\u{180B}'..='\u{180F}'
+        | '\u{200B}'..='\u{200F}'
+        | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{206F}'
+        | '\u{3164}' | '\u{FEFF}' | '\u{FFA0}'
+        | '\u{FE00}'..='\u{FE0F}'
+        | '\u{1D173}'..='\u{1D17A}'
+        | '\u{E0000}'..='\u{E007F}'
+        | '\u{E0100}'..='\u{E01EF}')
+}
+
+/// Latin look-alikes of Cyrillic and Greek letters (both cases), folded inside mixed-script words.
+fn confusable(c: char) -> Option<char> {
+    Some(match c {
+        'а' | 'А' | 'α' | 'Α' => 'a',
+        'в' | 'В' | 'β' | 'Β' => 'b',
+        'с' | 'С' | 'ϲ' => 'c',
+        'ԁ' => 'd',
+        'е' | 'Е' | 'ε' | 'Ε' | 'ё' => 'e',
+        'ɡ' => 'g',
+        'һ' | 'Н' | 'Η' => 'h',
+        'і' | 'І' | 'ї' | 'ι' | 'Ι' | 'ӏ' => 'i',
+        'ј' | 'Ј' => 'j',
+        'к' | 'К' | 'κ' | 'Κ' => 'k',
+        'М' | 'Μ' => 'm',
+        'Ν' | 'η' => 'n',
+        'о' | 'О' | 'ο' | 'Ο' | 'σ' => 'o',
+        'р' | 'Р' | 'ρ' | 'Ρ' => 'p',
+        'ԛ' => 'q',
+        'ѕ' | 'Ѕ' => 's',
+        'Т' | 'τ' | 'Τ' => 't',
+        'υ' => 'u',
+        'ν' => 'v',
+        'ԝ' | 'ω' => 'w',
+        'х' | 'Х' | 'χ' | 'Χ' => 'x',
+        'у' | 'У' | 'γ' | 'Υ' => 'y',
+        'Ζ' => 'z',
+        _ => return None,
+    })
+}
+
+/// Latin letters that compatibility decomposition leaves alone but that read as plain ASCII letters.
+fn latin_variant(c: char) -> Option<char> {
+    Some(match c {
+        'ı' => 'i',
+        'ȷ' => 'j',
+        'ɑ' => 'a',
+        'ł' | 'Ł' => 'l',
+        'ø' | 'Ø' => 'o',
+        'đ' | 'Đ' => 'd',
+        'ß' => 's',
+        _ => return None,
+    })
+}
+
+/// Hangul syllables decompose into jamo under NFKD; keep them whole so Korean rules stay readable.
+fn keep_whole(c: char) -> bool {
+    ('\u{AC00}'..='\u{D7A3}').contains(&c)
+}
+
+/// Normalize one char as the normalized view does, without word context (used for rule literals).
+pub fn fold_char(c: char, mut emit: impl FnMut(char)) {
+    if is_invisible(c) {
+        return;
+    }
+    if c.is_ascii() {
+        emit(c.to_ascii_lowercase());
+        return;
+    }
+    if keep_whole(c) {
+        emit(c);
+        return;
+    }
+    decompose_compatible(c, |d| {
+        if is_combining_mark(d) {
+            return;
+        }
+        let d = latin_variant(d).unwrap_or(d);
+        for l in d.to_lowercase() {
+            emit(l);
+        }
+    });
+}
+
+/// Normalize a string char by char (no word context); used for literals and non-ASCII pattern text.
+pub fn fold_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        fold_char(c, |d| out.push(d));
+    }
+    out
+}
+
+/// State of the word being emitted, to decide look-alike folding once the word ends.
+#[derive(Default)]
+struct WordState {
+    /// Start of the current word in the output.
+    start: usize,
+    has_latin: bool,
+    has_other_script: bool,
+    /// Output offsets of look-alike letters in this word.
+    confusables: Vec<(usize, char, char)>,
+}
+
+/// Normalize `src` (a window starting at original offset `base`) into `out`.
+pub(crate) fn normalize_into(src: &str, base: usize, out: &mut View) {
+    if src.is_ascii() {
+        out.clear(Mapping::Identity { base });
+        out.text
+            .extend(src.as_bytes().iter().map(|b| b.to_ascii_lowercase()));
+        return;
+    }
+    out.clear(Mapping::Table { base });
+    out.text.reserve(src.len());
+    out.spans.reserve(src.len());
+    let mut word = WordState::default();
+    for (i, c) in src.char_indices() {
+        let from = i as u32;
+        let to = (i + c.len_utf8()) as u32;
+        if c.is_ascii() {
+            let lc = c.to_ascii_lowercase();
+            if lc.is_ascii_alphanumeric() {
+                word.has_latin |= lc.is_ascii_alphabetic();
+            } else {
+                end_word(out, &mut word);
+            }
+            out.text.push(lc as u8);
+            out.spans.push((from, to));
+            continue;
+        }
+        if is_invisible(c) {
+            continue;
+        }
+        if let Some(ascii) = confusable(c) {
+            word.confusables.push((out.text.len(), c, ascii));
+            // Emitted lowercased for now; `end_word` replaces it if the word mixes scripts.
+            for l in c.to_lowercase() {
+                out.push_char(l, from, to);
+            }
+            continue;
+        }
+        if keep_whole(c) {
+            word.has_other_script = true;
+            out.push_char(c, from, to);
+            continue;
+        }
+        decompose_compatible(c, |d| {
+            if is_combining_mark(d) {
+                return;
+            }
+            let d = latin_variant(d).unwrap_or(d);
+            if d.is_alphanumeric() {
+                if d.is_ascii() {
+                    word.has_latin = true;
+                } else {
+                    word.has_other_script = true;
+                }
+            } else {
+                end_word(out, &mut word);
+            }
+            for l in d.to_lowercase() {
+                out.push_char(l, from, to);
+            }
+        });
+    }
+    end_word(out, &mut word);
+}
+
+/// Close the current word: fold its look-alikes if it mixes Latin with them, or consists only of them.
+fn end_word(out: &mut View, word: &mut WordState) {
+    if !word.confusables.is_empty() && (word.has_latin || !word.has_other_script) {
+        fold_confusables(out, word);
+    }
+    word.confusables.clear();
+    word.has_latin = false;
+    word.has_other_script = false;
+    word.start = out.text.len();
+}
+
+fn fold_confusables(out: &mut View, word: &WordState) {
+    let tail_text = out.text.split_off(word.start);
+    let tail_spans = out.spans.split_off(word.start);
+    let mut pending = word.confusables.iter().peekable();
+    let mut i = 0;
+    while i < tail_text.len() {
+        let at = word.start + i;
+        let ch_len = utf8_len(tail_text[i]);
+        match pending.peek() {
+            Some(&&(pos, orig, ascii)) if pos == at => {
+                pending.next();
+                let lower_len: usize = orig.to_lowercase().map(char::len_utf8).sum();
+                out.text.push(ascii as u8);
+                out.spans.push(tail_spans[i]);
+                i += lower_len;
+            }
+            _ => {
+                out.text.extend_from_slice(&tail_text[i..i + ch_len]);
+                out.spans.extend_from_slice(&tail_spans[i..i + ch_len]);
+                i += ch_len;
+            }
+        }
+    }
+}
+
+fn utf8_len(first: u8) -> usize {
+    match first {
+        0x00..=0x7F => 1,
+        0xC0..=0xDF => 2,
+        0xE0..=0xEF => 3,
+        _ => 4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn norm(s: &str) -> (String, View) {
+        let mut v = View::default();
+        normalize_into(s, 0, &mut v);
+        (v.as_str().to_string(), v)
+    }
+
+    #[test]
+    fn ascii_is_lowercased_with_identity_map() {
+        let (t, v) = norm("Ignore ALL");
+        assert_eq!(t, "ignore all");
+        assert_eq!(v.original(0, 6).start, 0);
+        assert_eq!(v.original(7, 10).end, 10);
+    }
+
+    #[test]
+    fn fullwidth_accents_and_invisibles_fold() {
+        assert_eq!(norm("Ｉｇｎｏｒｅ").0, "ignore");
+        assert_eq!(norm("précédentes").0, "precedentes");
+        assert_eq!(norm("ig\u{200B}no\u{E0041}re").0, "ignore");
+        assert_eq!(norm("İGNORE").0, "ignore");
+        assert_eq!(norm("ıgnore").0, "ignore");
+    }
+
+    #[test]
+    fn lookalikes_fold_only_in_mixed_words() {
+        // Cyrillic о and е inside a Latin word.
+        assert_eq!(norm("ign\u{043E}r\u{0435} this").0, "ignore this");
+        // Ordinary Russian stays Russian.
+        // Marks are stripped everywhere (й reads и); rule text is folded the same way.
+        assert_eq!(norm("Игнорируй инструкции").0, "игнорируи инструкции");
+    }
+
+    #[test]
+    fn spans_map_to_original_char_boundaries() {
+        let src = "Ｉｇｎｏｒｅ me";
+        let (t, v) = norm(src);
+        let s = t.find("ignore").unwrap();
+        let span = v.original(s, s + 6);
+        assert_eq!(&src[span.start..span.end], "Ｉｇｎｏｒｅ");
+        let m = t.find("me").unwrap();
+        let span = v.original(m, m + 2);
+        assert_eq!(&src[span.start..span.end], "me");
+    }
+
+    #[test]
+    fn fold_str_matches_view_for_literals() {
+        assert_eq!(fold_str("Précédentes Ｘ"), "precedentes x");
+    }
+}

@@ -1,0 +1,270 @@
+//! The pattern guard: windows the input, builds the views (raw, normalized, deobfuscated, decoded)
+//! and runs the compiled rule pack over each.
+
+use std::sync::Arc;
+
+use regex_automata::util::pool::Pool;
+use regex_automata::PatternSet;
+use serde::{Deserialize, Serialize};
+
+use crate::decode::{self, Encoding};
+use crate::deobfuscate::deobfuscate;
+use crate::engine::RuleSet;
+use crate::guard::{Guard, GuardError, Input};
+use crate::normalize::normalize_into;
+use crate::verdict::{Finding, Span};
+use crate::view::{Mapping, View};
+
+/// Bounds on the work one scan does. Long input is scanned in windows, never truncated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScanLimits {
+    /// Window size in bytes for long inputs (at least 1 KiB; rounded to char boundaries).
+    pub window_bytes: usize,
+    /// Overlap between consecutive windows in bytes: the longest match guaranteed across an edge.
+    pub window_overlap: usize,
+    /// How many times decoded text is itself decoded again (base64 inside hex...), 0 disables decoding.
+    pub decode_depth: u8,
+    /// Most decoded bytes rescanned per input, across all segments and depths.
+    pub max_decoded_bytes: usize,
+}
+
+impl Default for ScanLimits {
+    fn default() -> Self {
+        ScanLimits {
+            window_bytes: 16 * 1024,
+            window_overlap: 1024,
+            decode_depth: 2,
+            max_decoded_bytes: 256 * 1024,
+        }
+    }
+}
+
+impl ScanLimits {
+    fn sanitized(&self) -> ScanLimits {
+        let window = self.window_bytes.max(1024);
+        ScanLimits {
+            window_bytes: window,
+            window_overlap: self.window_overlap.min(window / 2),
+            ..self.clone()
+        }
+    }
+}
+
+/// Per-thread scratch space reused across scans so clean input does not allocate.
+struct Scratch {
+    raw: View,
+    folded: View,
+    deobf: View,
+    decoded: View,
+    tmp: Vec<u8>,
+    decode_buf: Vec<u8>,
+    hits_raw: PatternSet,
+    hits_norm: PatternSet,
+}
+
+type ScratchFn = Box<dyn Fn() -> Scratch + Send + Sync + std::panic::UnwindSafe + std::panic::RefUnwindSafe>;
+
+/// The pattern guard: a compiled rule pack plus scan limits.
+pub struct PatternGuard {
+    name: Arc<str>,
+    rules: RuleSet,
+    limits: ScanLimits,
+    pool: Pool<Scratch, ScratchFn>,
+}
+
+impl std::fmt::Debug for PatternGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PatternGuard")
+            .field("rules", &self.rules)
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+/// A decoded segment waiting to be rescanned.
+struct Segment {
+    span: Span,
+    encoding: Encoding,
+    text: String,
+}
+
+impl PatternGuard {
+    pub const NAME: &'static str = "patterns";
+
+    pub fn new(rules: RuleSet, limits: ScanLimits) -> PatternGuard {
+        let raw_n = rules.raw().pattern_count();
+        let norm_n = rules.normalized().pattern_count();
+        let make: ScratchFn = Box::new(move || Scratch {
+            raw: View::default(),
+            folded: View::default(),
+            deobf: View::default(),
+            decoded: View::default(),
+            tmp: Vec::new(),
+            decode_buf: Vec::new(),
+            hits_raw: PatternSet::new(raw_n),
+            hits_norm: PatternSet::new(norm_n),
+        });
+        PatternGuard {
+            name: Arc::from(Self::NAME),
+            rules,
+            limits: limits.sanitized(),
+            pool: Pool::new(make),
+        }
+    }
+
+    pub fn rules(&self) -> &RuleSet {
+        &self.rules
+    }
+
+    pub fn limits(&self) -> &ScanLimits {
+        &self.limits
+    }
+
+    /// All findings for `text`, sorted by start offset then rule id, without duplicates.
+    pub fn find(&self, text: &str) -> Vec<Finding> {
+        let mut out = Vec::new();
+        let mut scratch = self.pool.get();
+        let mut decoded_budget = self.limits.max_decoded_bytes;
+        for (base, window) in windows(text, self.limits.window_bytes, self.limits.window_overlap) {
+            self.scan_window(window, base, &mut scratch, &mut decoded_budget, &mut out);
+        }
+        if out.len() > 1 {
+            out.sort_by(|a, b| {
+                (a.span.start, a.span.end, &a.rule).cmp(&(b.span.start, b.span.end, &b.rule))
+            });
+            out.dedup_by(|b, a| a.rule == b.rule && a.span == b.span);
+        }
+        out
+    }
+
+    fn scan_window(
+        &self,
+        window: &str,
+        base: usize,
+        s: &mut Scratch,
+        decoded_budget: &mut usize,
+        out: &mut Vec<Finding>,
+    ) {
+        let rules = &self.rules;
+        s.raw.clear(Mapping::Identity { base });
+        s.raw.text.extend_from_slice(window.as_bytes());
+        rules.scan_view(rules.raw(), &s.raw, "raw", &mut s.hits_raw, &self.name, out);
+
+        normalize_into(window, base, &mut s.folded);
+        rules.scan_view(rules.normalized(), &s.folded, "normalized", &mut s.hits_norm, &self.name, out);
+
+        if deobfuscate(&s.folded, &mut s.tmp, &mut s.deobf) {
+            rules.scan_view(rules.normalized(), &s.deobf, "deobfuscated", &mut s.hits_norm, &self.name, out);
+        }
+
+        if self.limits.decode_depth > 0 {
+            let segments = collect_segments(window, &mut s.decode_buf, |span| {
+                Span::new(base + span.start, base + span.end)
+            });
+            self.scan_segments(segments, 1, s, decoded_budget, out);
+        }
+    }
+
+    fn scan_segments(
+        &self,
+        segments: Vec<Segment>,
+        depth: u8,
+        s: &mut Scratch,
+        budget: &mut usize,
+        out: &mut Vec<Finding>,
+    ) {
+        let rules = &self.rules;
+        for seg in segments {
+            if seg.text.len() > *budget {
+                break;
+            }
+            *budget -= seg.text.len();
+            normalize_into(&seg.text, 0, &mut s.decoded);
+            s.decoded.mapping = Mapping::Constant(seg.span);
+            rules.scan_view(
+                rules.normalized(),
+                &s.decoded,
+                seg.encoding.view_name(),
+                &mut s.hits_norm,
+                &self.name,
+                out,
+            );
+            if depth < self.limits.decode_depth {
+                let inner = collect_segments(&seg.text, &mut s.decode_buf, |_| seg.span);
+                self.scan_segments(inner, depth + 1, s, budget, out);
+            }
+        }
+    }
+}
+
+fn collect_segments(text: &str, buf: &mut Vec<u8>, map: impl Fn(Span) -> Span) -> Vec<Segment> {
+    let mut segments = Vec::new();
+    decode::for_each_segment(text, buf, |span, encoding, bytes| {
+        if let Ok(t) = std::str::from_utf8(bytes) {
+            segments.push(Segment {
+                span: map(span),
+                encoding,
+                text: t.to_string(),
+            });
+        }
+    });
+    segments
+}
+
+/// Split `text` into windows of at most `size` bytes overlapping by `overlap`, on char boundaries.
+/// Yields `(offset, window)`; a text no longer than `size` is one window.
+pub(crate) fn windows(text: &str, size: usize, overlap: usize) -> impl Iterator<Item = (usize, &str)> {
+    let mut start = 0;
+    let mut done = false;
+    std::iter::from_fn(move || {
+        if done {
+            return None;
+        }
+        let mut end = (start + size).min(text.len());
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        let window = (start, &text[start..end]);
+        if end == text.len() {
+            done = true;
+        } else {
+            let mut next = end.saturating_sub(overlap).max(start + 1);
+            while !text.is_char_boundary(next) {
+                next += 1;
+            }
+            start = next;
+        }
+        Some(window)
+    })
+}
+
+impl Guard for PatternGuard {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn scan(&self, input: &Input<'_>) -> Result<Vec<Finding>, GuardError> {
+        Ok(self.find(input.text))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_cover_text_with_overlap() {
+        let text = "é".repeat(5000); // 10,000 bytes of two-byte chars
+        let ws: Vec<_> = windows(&text, 4096, 512).collect();
+        assert!(ws.len() >= 3);
+        assert_eq!(ws[0].0, 0);
+        let last = ws.last().unwrap();
+        assert_eq!(last.0 + last.1.len(), text.len());
+        for pair in ws.windows(2) {
+            let (a, b) = (pair[0], pair[1]);
+            assert!(b.0 < a.0 + a.1.len(), "windows must overlap");
+        }
+        assert_eq!(windows("", 4096, 512).count(), 1);
+    }
+}

@@ -1,0 +1,1 @@
+//! ML guards on libtorch (`tch`): filled in by the torch backend issue.
