@@ -61,6 +61,10 @@ impl Firewall {
         &self.guards
     }
 
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
     pub fn policy(&self) -> &Policy {
         &self.policy
     }
@@ -77,8 +81,19 @@ impl Firewall {
 
     /// Scan one input through every guard.
     pub fn scan_input(&self, input: &Input<'_>) -> Verdict {
+        self.scan_bounded(input, input.text.len())
+    }
+
+    /// Scan the first part of an input too large to hold in memory: `input` holds its first bytes,
+    /// `total_len` is the whole input's length in bytes. The unscanned rest is reported as a
+    /// `limits.input_too_large` finding, like any input over `max_input_bytes`.
+    pub fn scan_prefix(&self, input: &Input<'_>, total_len: usize) -> Verdict {
+        self.scan_bounded(input, total_len.max(input.text.len()))
+    }
+
+    fn scan_bounded(&self, input: &Input<'_>, total_len: usize) -> Verdict {
         let started = Instant::now();
-        let (input, mut findings) = self.bound(input);
+        let (input, mut findings) = self.bound(input, total_len);
         let mut errors = Vec::new();
         for guard in &self.guards {
             match run_guard(guard.as_ref(), || guard.scan(&input)) {
@@ -95,7 +110,7 @@ impl Firewall {
         let mut bounded = Vec::with_capacity(inputs.len());
         let mut findings = Vec::with_capacity(inputs.len());
         for input in inputs {
-            let (b, f) = self.bound(input);
+            let (b, f) = self.bound(input, input.text.len());
             bounded.push(b);
             findings.push(f);
         }
@@ -135,9 +150,9 @@ impl Firewall {
 
     /// Apply `max_input_bytes`: an oversized input is cut to the limit for the guards, and the cut is
     /// reported as a finding (never silent).
-    fn bound<'a>(&self, input: &Input<'a>) -> (Input<'a>, Vec<Finding>) {
-        let max = self.limits.max_input_bytes;
-        if input.text.len() <= max {
+    fn bound<'a>(&self, input: &Input<'a>, total_len: usize) -> (Input<'a>, Vec<Finding>) {
+        let max = self.limits.max_input_bytes.min(input.text.len());
+        if total_len <= self.limits.max_input_bytes && total_len == input.text.len() {
             return (*input, Vec::new());
         }
         let mut cut = max;
@@ -149,7 +164,7 @@ impl Firewall {
             family: Family::Limits,
             severity: Severity::High,
             score: Severity::High.score(),
-            span: Span::new(cut, input.text.len()),
+            span: Span::new(cut, total_len),
             guard: Arc::from(LIMITS_GUARD),
             view: None,
         };
