@@ -1,0 +1,473 @@
+//! Owned, aligned copies of selected tensors, made in parallel.
+//!
+//! All selected tensors go into one anonymous arena (64-byte aligned per tensor, 2 MiB-aligned
+//! overall so transparent huge pages can back it). The work is cut into chunks of at most
+//! `chunk_bytes` of source; worker threads claim chunks in file order, fault in their
+//! destination range, copy or convert, then drop the source pages they consumed from the
+//! process (`MADV_DONTNEED` on the read-only file mapping; the page cache keeps the data),
+//! so resident memory stays near one copy of the selection.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use memmap2::UncheckedAdvice;
+
+use crate::checkpoint::{effective_threads, Checkpoint};
+use crate::convert::{convert, supported};
+use crate::dtype::{cast_slice, cast_slice_mut, Element};
+use crate::file::{cast_error, SafeTensorsFile, TensorView};
+use crate::header::TensorInfo;
+use crate::report::{LoadMethod, LoadReport};
+use crate::sys::Arena;
+use crate::{Dtype, LoadError};
+
+/// Alignment of every materialized tensor, in bytes (a cache line; enough for AVX-512 loads).
+pub const TENSOR_ALIGN: usize = 64;
+
+/// How to materialize.
+#[derive(Debug, Clone)]
+pub struct MaterializeOptions {
+    /// Worker threads; 0 means one per available core.
+    pub threads: usize,
+    /// Convert F16/BF16/F32 tensors to this dtype (must itself be F16, BF16 or F32); other
+    /// dtypes are copied unchanged. `None` copies everything as stored.
+    pub convert: Option<Dtype>,
+    /// Ask for transparent huge pages on the destination (`MADV_HUGEPAGE`).
+    pub huge_pages: bool,
+    /// Fault in each destination chunk with `MADV_POPULATE_WRITE` before copying into it.
+    pub prefault: bool,
+    /// Drop consumed source pages from this process (`MADV_DONTNEED`) as chunks complete.
+    pub release_source: bool,
+    /// Fault in each source chunk with `MADV_POPULATE_READ` before copying from it.
+    pub populate_source: bool,
+    /// Largest unit of work, in source bytes.
+    pub chunk_bytes: usize,
+    /// Record page-cache residency of the source files (via `mincore`) in the report.
+    pub probe_page_cache: bool,
+}
+
+impl Default for MaterializeOptions {
+    fn default() -> Self {
+        MaterializeOptions {
+            threads: 0,
+            convert: None,
+            huge_pages: true,
+            prefault: true,
+            release_source: true,
+            populate_source: false,
+            chunk_bytes: 4 << 20,
+            probe_page_cache: false,
+        }
+    }
+}
+
+/// Owned copies of tensors in one aligned arena, each 64-byte aligned, little-endian.
+#[derive(Debug)]
+pub struct Materialized {
+    source: PathBuf,
+    arena: Arena,
+    tensors: Vec<OwnedMeta>,
+    by_name: HashMap<String, usize>,
+    report: LoadReport,
+}
+
+#[derive(Debug)]
+struct OwnedMeta {
+    name: String,
+    dtype: Dtype,
+    shape: Vec<usize>,
+    /// Byte offset in the arena (multiple of TENSOR_ALIGN).
+    offset: usize,
+    /// Byte length.
+    len: usize,
+}
+
+/// A materialized tensor, read-only.
+#[derive(Debug, Clone, Copy)]
+pub struct OwnedTensor<'a> {
+    source: &'a Path,
+    meta: &'a OwnedMeta,
+    data: &'a [u8],
+}
+
+/// A materialized tensor, writable in place.
+#[derive(Debug)]
+pub struct OwnedTensorMut<'a> {
+    source: &'a Path,
+    meta: &'a OwnedMeta,
+    data: &'a mut [u8],
+}
+
+macro_rules! tensor_accessors {
+    () => {
+        /// Tensor name.
+        pub fn name(&self) -> &str {
+            &self.meta.name
+        }
+        /// Element type (after any conversion).
+        pub fn dtype(&self) -> Dtype {
+            self.meta.dtype
+        }
+        /// Dimensions, outermost first.
+        pub fn shape(&self) -> &[usize] {
+            &self.meta.shape
+        }
+        /// Number of elements.
+        pub fn num_elements(&self) -> usize {
+            self.meta.shape.iter().product()
+        }
+    };
+}
+
+impl<'a> OwnedTensor<'a> {
+    tensor_accessors!();
+
+    /// The bytes.
+    pub fn data(&self) -> &'a [u8] {
+        self.data
+    }
+
+    /// The data as `&[T]`; fails only when `T` does not match the dtype.
+    pub fn as_slice<T: Element>(&self) -> Result<&'a [T], LoadError> {
+        cast_slice(self.meta.dtype, self.data)
+            .map_err(|e| cast_error::<T>(e, self.source, &self.meta.name, self.meta.dtype))
+    }
+}
+
+impl OwnedTensorMut<'_> {
+    tensor_accessors!();
+
+    /// The bytes, writable.
+    pub fn data_mut(&mut self) -> &mut [u8] {
+        self.data
+    }
+
+    /// The data as `&mut [T]`; fails only when `T` does not match the dtype.
+    pub fn as_mut_slice<T: Element>(&mut self) -> Result<&mut [T], LoadError> {
+        let (source, meta) = (self.source, self.meta);
+        cast_slice_mut(meta.dtype, self.data)
+            .map_err(|e| cast_error::<T>(e, source, &meta.name, meta.dtype))
+    }
+}
+
+impl Materialized {
+    /// Number of tensors.
+    pub fn len(&self) -> usize {
+        self.tensors.len()
+    }
+
+    /// True when nothing was selected.
+    pub fn is_empty(&self) -> bool {
+        self.tensors.is_empty()
+    }
+
+    /// What this materialization did.
+    pub fn report(&self) -> &LoadReport {
+        &self.report
+    }
+
+    /// Bytes of owned tensor data (excluding alignment padding).
+    pub fn data_bytes(&self) -> u64 {
+        self.tensors.iter().map(|t| t.len as u64).sum()
+    }
+
+    /// The tensor `name`, if it was materialized.
+    pub fn get(&self, name: &str) -> Option<OwnedTensor<'_>> {
+        self.by_name.get(name).map(|&i| self.owned(i))
+    }
+
+    /// The tensor `name`, writable, if it was materialized.
+    pub fn get_mut(&mut self, name: &str) -> Option<OwnedTensorMut<'_>> {
+        let &i = self.by_name.get(name)?;
+        let meta = &self.tensors[i];
+        // SAFETY: the range is inside the arena and `&mut self` excludes every other borrow.
+        let data = unsafe {
+            std::slice::from_raw_parts_mut(self.arena.as_ptr().add(meta.offset), meta.len)
+        };
+        Some(OwnedTensorMut {
+            source: &self.source,
+            meta,
+            data,
+        })
+    }
+
+    /// All tensors, in source order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = OwnedTensor<'_>> {
+        (0..self.tensors.len()).map(|i| self.owned(i))
+    }
+
+    fn owned(&self, i: usize) -> OwnedTensor<'_> {
+        let meta = &self.tensors[i];
+        // SAFETY: in bounds of the arena, which lives as long as `&self`; writes need `&mut self`.
+        let data = unsafe {
+            std::slice::from_raw_parts(self.arena.as_ptr().add(meta.offset).cast_const(), meta.len)
+        };
+        OwnedTensor {
+            source: &self.source,
+            meta,
+            data,
+        }
+    }
+}
+
+struct Job<'a> {
+    file: &'a SafeTensorsFile,
+    info: &'a TensorInfo,
+    to: Dtype,
+    dst_offset: usize,
+}
+
+struct Chunk {
+    job: usize,
+    /// Element range within the tensor.
+    elems: (usize, usize),
+}
+
+/// The arena's base pointer, shareable across workers that write disjoint ranges.
+#[derive(Clone, Copy)]
+struct Dest(*mut u8);
+// SAFETY: workers only write disjoint chunk ranges; the arena outlives the thread scope.
+unsafe impl Send for Dest {}
+// SAFETY: see Send.
+unsafe impl Sync for Dest {}
+
+impl Checkpoint {
+    /// Materializes every tensor.
+    pub fn materialize_all(&self, opts: &MaterializeOptions) -> Result<Materialized, LoadError> {
+        self.materialize(|_| true, opts)
+    }
+
+    /// Materializes the named tensors; a name that does not exist is an error.
+    pub fn materialize_names(
+        &self,
+        names: &[&str],
+        opts: &MaterializeOptions,
+    ) -> Result<Materialized, LoadError> {
+        for name in names {
+            self.tensor(name)?;
+        }
+        let wanted: std::collections::HashSet<&str> = names.iter().copied().collect();
+        self.materialize(|t| wanted.contains(t.name()), opts)
+    }
+
+    /// Materializes tensors whose name starts with `prefix` (e.g. one layer).
+    pub fn materialize_prefix(
+        &self,
+        prefix: &str,
+        opts: &MaterializeOptions,
+    ) -> Result<Materialized, LoadError> {
+        self.materialize(|t| t.name().starts_with(prefix), opts)
+    }
+
+    /// Materializes the tensors for which `select` returns true.
+    pub fn materialize(
+        &self,
+        mut select: impl FnMut(&TensorView<'_>) -> bool,
+        opts: &MaterializeOptions,
+    ) -> Result<Materialized, LoadError> {
+        let started = Instant::now();
+        if let Some(to) = opts.convert {
+            if !to.is_convertible_float() {
+                return Err(LoadError::InvalidConversionTarget {
+                    path: self.path().to_owned(),
+                    to,
+                });
+            }
+        }
+        let mut jobs = Vec::new();
+        let mut offset = 0usize;
+        let mut used_files = Vec::new();
+        for file in self.files() {
+            let mut used = false;
+            for view in file.tensors()? {
+                if !select(&view) {
+                    continue;
+                }
+                let from = view.dtype();
+                let to = match opts.convert {
+                    Some(to) if from.is_convertible_float() => to,
+                    _ => from,
+                };
+                debug_assert!(supported(from, to));
+                offset = offset.next_multiple_of(TENSOR_ALIGN);
+                jobs.push(Job {
+                    file,
+                    info: view.info(),
+                    to,
+                    dst_offset: offset,
+                });
+                offset += view.num_elements() * to.size();
+                used = true;
+            }
+            if used {
+                used_files.push(file);
+            }
+        }
+        let probe = if opts.probe_page_cache {
+            Some(residency(&used_files)?)
+        } else {
+            None
+        };
+        let arena = Arena::new(offset, opts.huge_pages).map_err(|e| LoadError::Allocation {
+            path: self.path().to_owned(),
+            bytes: offset as u64,
+            source: e,
+        })?;
+        let chunks = plan_chunks(&jobs, opts.chunk_bytes.max(TENSOR_ALIGN));
+        let threads = effective_threads(opts.threads).min(chunks.len()).max(1);
+        run_chunks(&jobs, &chunks, &arena, threads, opts)?;
+
+        let tensors: Vec<OwnedMeta> = jobs
+            .iter()
+            .map(|j| OwnedMeta {
+                name: j.info.name.clone(),
+                dtype: j.to,
+                shape: j.info.shape.clone(),
+                offset: j.dst_offset,
+                len: j.info.num_elements() * j.to.size(),
+            })
+            .collect();
+        let by_name = tensors
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.clone(), i))
+            .collect();
+        let converted = jobs.iter().any(|j| j.to != j.info.dtype);
+        let mut report = LoadReport::new(
+            if converted {
+                LoadMethod::Converted
+            } else {
+                LoadMethod::Copied
+            },
+            used_files.iter().map(|f| f.path().to_owned()).collect(),
+            started.elapsed(),
+        );
+        report.tensors = jobs.len();
+        report.bytes = jobs.iter().map(|j| j.info.byte_len() as u64).sum();
+        report.output_bytes = tensors.iter().map(|t| t.len as u64).sum();
+        report.threads = threads;
+        report.huge_pages = arena.huge_pages();
+        report.page_cache_resident = probe;
+        report.log();
+        Ok(Materialized {
+            source: self.path().to_owned(),
+            arena,
+            tensors,
+            by_name,
+            report,
+        })
+    }
+}
+
+fn residency(files: &[&SafeTensorsFile]) -> Result<f64, LoadError> {
+    let (mut resident, mut total) = (0.0, 0.0);
+    for f in files {
+        resident += f.page_cache_residency()? * f.len() as f64;
+        total += f.len() as f64;
+    }
+    Ok(if total > 0.0 { resident / total } else { 1.0 })
+}
+
+fn plan_chunks(jobs: &[Job<'_>], chunk_bytes: usize) -> Vec<Chunk> {
+    let mut chunks = Vec::new();
+    for (ji, job) in jobs.iter().enumerate() {
+        let n = job.info.num_elements();
+        let per = (chunk_bytes / job.info.dtype.size()).max(1);
+        let mut start = 0;
+        while start < n {
+            let end = (start + per).min(n);
+            chunks.push(Chunk {
+                job: ji,
+                elems: (start, end),
+            });
+            start = end;
+        }
+    }
+    chunks
+}
+
+fn run_chunks(
+    jobs: &[Job<'_>],
+    chunks: &[Chunk],
+    arena: &Arena,
+    threads: usize,
+    opts: &MaterializeOptions,
+) -> Result<(), LoadError> {
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let first_error: Mutex<Option<(usize, LoadError)>> = Mutex::new(None);
+    let dest = Dest(arena.as_ptr());
+    let worker = || {
+        while !failed.load(Ordering::Relaxed) {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(chunk) = chunks.get(i) else { break };
+            if let Err(e) = run_chunk(&jobs[chunk.job], chunk, arena, dest, opts) {
+                failed.store(true, Ordering::Relaxed);
+                let mut slot = first_error.lock().unwrap_or_else(|p| p.into_inner());
+                if slot.as_ref().is_none_or(|(j, _)| i < *j) {
+                    *slot = Some((i, e));
+                }
+            }
+        }
+    };
+    if threads <= 1 {
+        worker();
+    } else {
+        std::thread::scope(|s| {
+            for _ in 1..threads {
+                s.spawn(worker);
+            }
+            worker();
+        });
+    }
+    match first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        Some((_, e)) => Err(e),
+        None => Ok(()),
+    }
+}
+
+fn run_chunk(
+    job: &Job<'_>,
+    chunk: &Chunk,
+    arena: &Arena,
+    dest: Dest,
+    opts: &MaterializeOptions,
+) -> Result<(), LoadError> {
+    let (from, to) = (job.info.dtype, job.to);
+    let (e0, e1) = chunk.elems;
+    let (tensor_begin, _) = job.file.data_range(job.info);
+    let src_start = tensor_begin + e0 * from.size();
+    let src_len = (e1 - e0) * from.size();
+    let dst_start = job.dst_offset + e0 * to.size();
+    let dst_len = (e1 - e0) * to.size();
+    debug_assert!(dst_start + dst_len <= arena.len());
+
+    // Narrow the SIGBUS window: a file truncated since mapping is caught here, before its pages
+    // are touched.
+    job.file.check_length(Some(&job.info.name))?;
+    let map = job.file.map();
+    if opts.populate_source {
+        // Advisory: a failure (e.g. an old kernel) only loses the batching.
+        let _ = map.advise_range(memmap2::Advice::PopulateRead, src_start, src_len);
+    }
+    if opts.prefault {
+        // SAFETY: this chunk's destination range is in bounds and owned by this worker.
+        unsafe { arena.prefault(dst_start, dst_len) };
+    }
+    let src = &map[src_start..src_start + src_len];
+    // SAFETY: chunks partition every tensor's destination range and tensors do not overlap, so
+    // no other thread reads or writes these bytes while the scope runs.
+    let dst = unsafe { std::slice::from_raw_parts_mut(dest.0.add(dst_start), dst_len) };
+    convert(src, from, dst, to);
+    if opts.release_source && src_len > 0 {
+        // SAFETY: the mapping is a read-only shared file mapping: MADV_DONTNEED only drops this
+        // process's page-table entries, and any later access re-reads identical bytes from the
+        // page cache. Advisory, so a failure is harmless.
+        let _ =
+            unsafe { map.unchecked_advise_range(UncheckedAdvice::DontNeed, src_start, src_len) };
+    }
+    Ok(())
+}
