@@ -9,6 +9,8 @@ use featherguard::{Config, Firewall};
 
 mod eval;
 mod input;
+mod inspect;
+mod load_bench;
 mod output;
 mod rules_cmd;
 mod scan;
@@ -53,6 +55,10 @@ enum Command {
     Rules(rules_cmd::RulesCommand),
     /// Fetch and verify the ONNX Runtime, libtorch and models the ML guards use.
     Setup(setup_cmd::SetupArgs),
+    /// List the tensors, totals and metadata of a safetensors checkpoint.
+    Inspect(inspect::InspectArgs),
+    /// Load a safetensors checkpoint (map, copy or convert) and report time, GB/s and memory.
+    LoadBench(load_bench::LoadBenchArgs),
 }
 
 /// The configuration from `--config` plus `--rules` files.
@@ -78,6 +84,8 @@ fn main() -> ExitCode {
             Command::Eval(args) => eval::run(args, &cfg),
             Command::Rules(cmd) => rules_cmd::run(cmd, &cfg),
             Command::Setup(args) => setup_cmd::run(args),
+            Command::Inspect(args) => inspect::run(args),
+            Command::LoadBench(args) => load_bench::run(args),
         }
     })();
     match result {

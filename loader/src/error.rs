@@ -10,12 +10,12 @@ use crate::Dtype;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LoadError {
-    #[error("{path}: cannot {action}: {source}")]
+    // The cause is part of the message (not `#[source]`), so error chains do not print it twice.
+    #[error("{path}: cannot {action}: {cause}")]
     Io {
         path: PathBuf,
         action: &'static str,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{path}: {len} bytes is too short for a safetensors file (needs an 8-byte header length); check that this is a .safetensors file")]
     TooShort { path: PathBuf, len: u64 },
@@ -164,12 +164,11 @@ pub enum LoadError {
         model: String,
         revision: String,
     },
-    #[error("{path}: cannot reserve {bytes} bytes of memory for materialized tensors: {source}; select fewer tensors")]
+    #[error("{path}: cannot reserve {bytes} bytes of memory for materialized tensors: {cause}; select fewer tensors")]
     Allocation {
         path: PathBuf,
         bytes: u64,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{path}: tensor `{tensor}` cannot be written: {reason}")]
     InvalidTensor {
@@ -229,12 +228,12 @@ impl LoadError {
     pub(crate) fn io(
         path: impl Into<PathBuf>,
         action: &'static str,
-        source: std::io::Error,
+        cause: std::io::Error,
     ) -> Self {
         LoadError::Io {
             path: path.into(),
             action,
-            source,
+            cause,
         }
     }
 }

@@ -314,7 +314,7 @@ impl Checkpoint {
         let arena = Arena::new(offset, opts.huge_pages).map_err(|e| LoadError::Allocation {
             path: self.path().to_owned(),
             bytes: offset as u64,
-            source: e,
+            cause: e,
         })?;
         let chunks = plan_chunks(&jobs, opts.chunk_bytes.max(TENSOR_ALIGN));
         let threads = effective_threads(opts.threads).min(chunks.len()).max(1);
