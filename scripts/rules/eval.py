@@ -107,7 +107,11 @@ def fold_pattern(p: str) -> str:
             out.append(c)
         else:
             for d in fold_char(c):
-                out.append("\\" + d if d.isascii() and not d.isalnum() and d.isprintable() and d != " " else d)
+                if d.isascii():
+                    out.append("\\" + d if not d.isalnum() and d.isprintable() and d != " " else d)
+                else:
+                    # Python bytes regexes quantify the last byte; Rust quantifies the whole char.
+                    out.append("(?:" + d + ")")
     return "".join(out)
 
 
