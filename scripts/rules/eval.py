@@ -374,7 +374,8 @@ class Rule:
             self.errors.append(f"backreference is not supported: {src!r}")
         if re.search(r"(?<!\\)\.[*+](?!\?)", src) or re.search(r"\\S[*+]\\S", src):
             pass
-        if ".*" in src.replace("\\.*", "") or ".+" in src.replace("\\.+", ""):
+        bare = re.sub(r"\[(?:\\.|[^\]\\])*\]", "[]", re.sub(r"\\.", "E", src))
+        if ".*" in bare or ".+" in bare:
             self.errors.append(f"unbounded .* / .+ (use .{{0,N}}): {src!r}")
         # Non-ASCII characters inside [...] are rejected by regex-syntax when Unicode is off.
         in_class = False
