@@ -4,6 +4,7 @@
 //! - `audit`: size, dependency count, shared libraries, RSS and wall time per feature set.
 
 mod args;
+mod audit;
 
 use std::process::ExitCode;
 
@@ -17,8 +18,9 @@ const USAGE: &str = "usage: cargo xtask <command> [options]
 commands:
   setup [--only onnx,torch,models] [--dir DIR] [--check] [--verify] [--python EXE]
         fetch (or with --check: report) the pinned runtimes and models
-  audit [--only core,onnx,torch,full] [--runs N] [--check] [--budgets FILE]
-        measure binary size, crates, shared libraries, RSS and wall time per feature set";
+  audit [--only core,onnx,torch,full] [--runs N] [--check] [--budgets FILE] [--docs]
+        measure binary size, crates, shared libraries, RSS and wall time per feature set;
+        --check fails on any budget in xtask/budgets.toml exceeded; --docs rewrites docs/audit.md's table";
 
 fn main() -> ExitCode {
     match run() {
@@ -34,6 +36,7 @@ fn run() -> Result<ExitCode> {
     let mut args = Args::from_env();
     match args.command().as_deref() {
         Some("setup") => setup(args),
+        Some("audit") => audit::run(args),
         Some("-h" | "--help" | "help") | None => {
             println!("{USAGE}");
             Ok(ExitCode::SUCCESS)
