@@ -244,46 +244,81 @@ def deobfuscate(norm: str) -> str:
     return "".join(out)
 
 
-B64_RE = re.compile(r"[A-Za-z0-9+/_-]{20,}={0,2}")
-HEX_RE = re.compile(r"\b(?:[0-9a-fA-F]{2}){8,}\b")
-URL_RE = re.compile(r"(?:%[0-9a-fA-F]{2}[^\s%]{0,3}){3,}")
-TAG_RE = re.compile("[\U000E0020-\U000E007E]{2,}")
+B64_CHARS = set(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+-/_")
+HEX_CHARS = set(b"0123456789abcdefABCDEF")
+STOP = set(b"\"'`<>(),;")
 
 
-def _printable(b: bytes) -> str | None:
+def _looks_like_text(b: bytes) -> bool:
     try:
         t = b.decode("utf-8")
     except UnicodeDecodeError:
-        return None
-    if not t or sum(1 for c in t if c.isprintable() or c in "\n\t") < 0.9 * len(t):
-        return None
-    if sum(1 for c in t if c.isalpha()) < 0.5 * len(t):
-        return None
-    return t
+        return False
+    total = len(t)
+    bad = sum(1 for c in t if unicodedata.category(c) == "Cc" and c not in "\n\r\t")
+    letters = sum(1 for c in t if c.isalpha())
+    return total >= 4 and bad * 20 <= total and letters * 2 >= total
+
+
+def _b64(run: bytes) -> bytes:
+    run = run.split(b"=")[0].replace(b"-", b"+").replace(b"_", b"/")
+    run = run[: len(run) - len(run) % 4] if len(run) % 4 == 1 else run
+    return base64.b64decode(run + b"=" * (-len(run) % 4))
+
+
+def _url(run: bytes) -> bytes:
+    return urllib.parse.unquote_to_bytes(run.replace(b"+", b" "))
 
 
 def decoded_segments(text: str, depth: int = 2) -> list[str]:
+    """Mirror of core/src/decode.rs for_each_segment: non-space runs tried as hex, base64, URL-encoding."""
     out: list[str] = []
-    for m in B64_RE.finditer(text):
-        seg = m.group(0)
-        seg2 = seg.replace("-", "+").replace("_", "/")
-        seg2 += "=" * (-len(seg2) % 4)
+    b = text.encode("utf-8")
+    i = 0
+    n = len(b)
+    while i < n:
+        c = b[i]
+        if c not in B64_CHARS and c != ord("%"):
+            i += 1
+            continue
+        start = end = i
+        escapes = 0
+        all_b64 = all_hex = True
+        while end < n:
+            c = b[end]
+            if chr(c).isspace() or c in STOP or c >= 0x80:
+                break
+            if c == ord("%"):
+                escapes += 1
+            all_b64 &= c in B64_CHARS or c == ord("=")
+            all_hex &= c in HEX_CHARS
+            end += 1
+        hex_end = end
+        if all_hex and end - start == 2:
+            j = end
+            pairs = 1
+            while j + 3 <= n and b[j] == 32 and b[j + 1] in HEX_CHARS and b[j + 2] in HEX_CHARS and (
+                    j + 3 == n or not (chr(b[j + 3]).isascii() and chr(b[j + 3]).isalnum())):
+                j += 3
+                pairs += 1
+            if pairs >= 8:
+                hex_end = j
+        run = b[start:hex_end]
+        dec = None
         try:
-            t = _printable(base64.b64decode(seg2, validate=False))
-        except (binascii.Error, ValueError):
-            t = None
-        if t:
-            out.append(t)
-    for m in HEX_RE.finditer(text):
-        t = _printable(bytes.fromhex(m.group(0)))
-        if t:
-            out.append(t)
-    for m in URL_RE.finditer(text):
-        t = urllib.parse.unquote(m.group(0))
-        if t != m.group(0):
-            out.append(t)
-    for m in TAG_RE.finditer(text):
-        out.append("".join(chr(ord(c) - 0xE0000) for c in m.group(0)))
+            if hex_end > end or (all_hex and len(run) >= 16 and len(run) % 2 == 0):
+                dec = bytes.fromhex(run.decode().replace(" ", ""))
+            elif all_b64 and len(run) >= 20:
+                dec = _b64(run)
+            elif escapes >= 3:
+                dec = _url(run)
+        except (ValueError, binascii.Error):
+            dec = None
+        if dec is not None and _looks_like_text(dec):
+            out.append(dec.decode("utf-8"))
+        i = max(hex_end, start + 1)
+    tags = "".join(chr(ord(ch) - 0xE0000) if 0xE0020 <= ord(ch) <= 0xE007E else "\0" for ch in text)
+    out.extend(seg for seg in tags.split("\0") if len(seg) >= 2)
     if depth > 1:
         for t in list(out):
             out.extend(decoded_segments(t, depth - 1))
