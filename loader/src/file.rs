@@ -13,13 +13,14 @@ use crate::{Dtype, LoadError};
 /// A safetensors file mapped read-only, with its validated header.
 ///
 /// Truncation: on Linux, touching a mapped page past the end of a file that shrank after
-/// mapping raises SIGBUS. The header is read with `pread` (never through the mapping), and the
-/// file length is re-checked with `fstat` before each view is handed out and before each chunk
-/// is materialized, so a truncation that has already happened becomes
-/// [`LoadError::Truncated`]. A truncation racing with an access already under way cannot be
-/// caught without a process-wide signal handler, which this crate deliberately does not install:
-/// do not rewrite checkpoint files in place while they are in use (writers here replace files by
-/// rename, which leaves existing mappings intact).
+/// mapping raises SIGBUS. The header is read with `pread` (never through the mapping);
+/// materialization reads with `pread` by default ([`crate::SourceRead::Pread`]), where a shrunk
+/// file is a short read; and the file length is re-checked with `fstat` before each view is
+/// handed out and before each mapped chunk is copied. So a truncation that has already happened
+/// becomes [`LoadError::Truncated`]. A truncation racing with a read of a view already handed out
+/// cannot be caught without a process-wide signal handler, which this crate deliberately does
+/// not install: do not rewrite checkpoint files in place while they are in use (writers here
+/// replace files by rename, which leaves existing mappings intact).
 #[derive(Debug)]
 pub struct SafeTensorsFile {
     path: PathBuf,

@@ -2,12 +2,15 @@
 //!
 //! All selected tensors go into one anonymous arena (64-byte aligned per tensor, 2 MiB-aligned
 //! overall so transparent huge pages can back it). The work is cut into chunks of at most
-//! `chunk_bytes` of source; worker threads claim chunks in file order, fault in their
-//! destination range, copy or convert, then drop the source pages they consumed from the
-//! process (`MADV_DONTNEED` on the read-only file mapping; the page cache keeps the data),
-//! so resident memory stays near one copy of the selection.
+//! `chunk_bytes` of source; worker threads claim chunks in file order and fault in their
+//! destination range in one call (`MADV_POPULATE_WRITE`), then either `pread` into it (the
+//! default: source pages never enter this process) or copy out of the mapping and drop the
+//! consumed source pages (`MADV_DONTNEED`; the page cache keeps the data). Either way resident
+//! memory stays near one copy of the selection. On the machines measured, faulting in fresh
+//! destination memory, not copying, is the dominant cost (see docs/loader.md).
 
 use std::collections::HashMap;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -27,9 +30,22 @@ use crate::{Dtype, LoadError};
 /// Alignment of every materialized tensor, in bytes (a cache line; enough for AVX-512 loads).
 pub const TENSOR_ALIGN: usize = 64;
 
+/// How materialization reads the source bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceRead {
+    /// `pread` straight into the destination (through a small per-thread buffer when
+    /// converting): no source pages are ever mapped into this process, and a file truncated
+    /// underneath is a short read, hence [`LoadError::Truncated`], never SIGBUS.
+    Pread,
+    /// Copy out of the file mapping, releasing consumed pages as configured.
+    Mmap,
+}
+
 /// How to materialize.
 #[derive(Debug, Clone)]
 pub struct MaterializeOptions {
+    /// How source bytes are read.
+    pub read: SourceRead,
     /// Worker threads; 0 means one per available core.
     pub threads: usize,
     /// Convert F16/BF16/F32 tensors to this dtype (must itself be F16, BF16 or F32); other
@@ -52,6 +68,7 @@ pub struct MaterializeOptions {
 impl Default for MaterializeOptions {
     fn default() -> Self {
         MaterializeOptions {
+            read: SourceRead::Pread,
             threads: 0,
             convert: None,
             huge_pages: true,
@@ -401,10 +418,11 @@ fn run_chunks(
     let first_error: Mutex<Option<(usize, LoadError)>> = Mutex::new(None);
     let dest = Dest(arena.as_ptr());
     let worker = || {
+        let mut stage = Vec::new();
         while !failed.load(Ordering::Relaxed) {
             let i = next.fetch_add(1, Ordering::Relaxed);
             let Some(chunk) = chunks.get(i) else { break };
-            if let Err(e) = run_chunk(&jobs[chunk.job], chunk, arena, dest, opts) {
+            if let Err(e) = run_chunk(&jobs[chunk.job], chunk, arena, dest, opts, &mut stage) {
                 failed.store(true, Ordering::Relaxed);
                 let mut slot = first_error.lock().unwrap_or_else(|p| p.into_inner());
                 if slot.as_ref().is_none_or(|(j, _)| i < *j) {
@@ -435,6 +453,7 @@ fn run_chunk(
     arena: &Arena,
     dest: Dest,
     opts: &MaterializeOptions,
+    stage: &mut Vec<u8>,
 ) -> Result<(), LoadError> {
     let (from, to) = (job.info.dtype, job.to);
     let (e0, e1) = chunk.elems;
@@ -445,6 +464,37 @@ fn run_chunk(
     let dst_len = (e1 - e0) * to.size();
     debug_assert!(dst_start + dst_len <= arena.len());
 
+    if opts.prefault {
+        // SAFETY: this chunk's destination range is in bounds and owned by this worker.
+        unsafe { arena.prefault(dst_start, dst_len) };
+    }
+    // SAFETY: chunks partition every tensor's destination range and tensors do not overlap, so
+    // no other thread reads or writes these bytes while the scope runs.
+    let dst = unsafe { std::slice::from_raw_parts_mut(dest.0.add(dst_start), dst_len) };
+    if opts.read == SourceRead::Pread {
+        let read = |buf: &mut [u8]| {
+            job.file
+                .raw_file()
+                .read_exact_at(buf, src_start as u64)
+                .map_err(|e| match e.kind() {
+                    std::io::ErrorKind::UnexpectedEof => {
+                        match job.file.check_length(Some(&job.info.name)) {
+                            Err(truncated) => truncated,
+                            Ok(()) => LoadError::io(job.file.path(), "read", e),
+                        }
+                    }
+                    _ => LoadError::io(job.file.path(), "read", e),
+                })
+        };
+        if from == to {
+            read(dst)?;
+        } else {
+            stage.resize(src_len, 0);
+            read(stage)?;
+            convert(stage, from, dst, to);
+        }
+        return Ok(());
+    }
     // Narrow the SIGBUS window: a file truncated since mapping is caught here, before its pages
     // are touched.
     job.file.check_length(Some(&job.info.name))?;
@@ -453,15 +503,7 @@ fn run_chunk(
         // Advisory: a failure (e.g. an old kernel) only loses the batching.
         let _ = map.advise_range(memmap2::Advice::PopulateRead, src_start, src_len);
     }
-    if opts.prefault {
-        // SAFETY: this chunk's destination range is in bounds and owned by this worker.
-        unsafe { arena.prefault(dst_start, dst_len) };
-    }
-    let src = &map[src_start..src_start + src_len];
-    // SAFETY: chunks partition every tensor's destination range and tensors do not overlap, so
-    // no other thread reads or writes these bytes while the scope runs.
-    let dst = unsafe { std::slice::from_raw_parts_mut(dest.0.add(dst_start), dst_len) };
-    convert(src, from, dst, to);
+    convert(&map[src_start..src_start + src_len], from, dst, to);
     if opts.release_source && src_len > 0 {
         // SAFETY: the mapping is a read-only shared file mapping: MADV_DONTNEED only drops this
         // process's page-table entries, and any later access re-reads identical bytes from the

@@ -5,7 +5,8 @@ mod common;
 
 use common::{craft, sharded, small_file, write_raw};
 use featherguard_loader::{
-    Checkpoint, ExpectedBytes, LoadError, MaterializeOptions, SafeTensorsFile, MAX_HEADER_LEN,
+    Checkpoint, ExpectedBytes, LoadError, MaterializeOptions, SafeTensorsFile, SourceRead,
+    MAX_HEADER_LEN,
 };
 
 fn open_crafted(json: &str, data: &[u8]) -> (tempfile::TempDir, LoadError) {
@@ -306,10 +307,19 @@ fn truncated_while_mapped() {
         "{err:?}"
     );
     assert_names(&err, "model.safetensors", Some("w2"));
-    let err = ckpt
-        .materialize_all(&MaterializeOptions::default())
-        .unwrap_err();
-    assert!(matches!(err, LoadError::Truncated { .. }), "{err:?}");
+    for read in [SourceRead::Pread, SourceRead::Mmap] {
+        let opts = MaterializeOptions {
+            read,
+            ..Default::default()
+        };
+        let err = ckpt.materialize_all(&opts).unwrap_err();
+        assert!(
+            matches!(err, LoadError::Truncated { .. }),
+            "{read:?}: {err:?}"
+        );
+        // Once the file has shrunk, nothing more is handed out, even tensors before the cut.
+        assert!(ckpt.materialize_names(&["w0"], &opts).is_err());
+    }
     let err = ckpt.files()[0].tensors().err().unwrap();
     assert!(
         matches!(err, LoadError::Truncated { tensor: None, .. }),

@@ -1,0 +1,151 @@
+//! Measurement driver for `scripts/loader/compare.py` (one process per measurement, so peak
+//! RSS is per method). Prints one JSON object per invocation.
+//!
+//! ```text
+//! loader_bench gen [DIR]                  generate the synthetic checkpoints, print their paths
+//! loader_bench materialize PATH [opts]    open + materialize all; opts: --threads N --convert f32|bf16|f16
+//!                                         --no-huge-pages --no-prefault --keep-source --populate --chunk BYTES
+//! loader_bench first-view PATH            median time from open to the first tensor view
+//! loader_bench memcpy PATH                memcpy of the file's bytes into pre-touched memory
+//! loader_bench evict PATH                 drop the checkpoint's files from the page cache
+//! ```
+
+#[path = "../benches/synth/mod.rs"]
+mod synth;
+
+use std::time::Instant;
+
+use featherguard_loader::{Checkpoint, Dtype, MaterializeOptions, SourceRead};
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("loader_bench: {e}");
+        std::process::exit(2);
+    }
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (cmd, rest) = args
+        .split_first()
+        .ok_or("usage: loader_bench gen|materialize|first-view|memcpy|evict ...")?;
+    let path = || rest.first().cloned().ok_or("missing PATH");
+    let flag = |name: &str| rest.iter().any(|a| a == name);
+    let value = |name: &str| {
+        rest.iter()
+            .position(|a| a == name)
+            .and_then(|i| rest.get(i + 1))
+            .cloned()
+    };
+    match cmd.as_str() {
+        "gen" => {
+            let dir = rest
+                .first()
+                .map(Into::into)
+                .unwrap_or_else(synth::bench_dir);
+            let (single, index) = synth::ensure(&dir)?;
+            println!(
+                "{}",
+                serde_json::json!({"single": single, "sharded": index})
+            );
+        }
+        "materialize" => {
+            let convert = match value("--convert").as_deref() {
+                None => None,
+                Some("f32") => Some(Dtype::F32),
+                Some("bf16") => Some(Dtype::BF16),
+                Some("f16") => Some(Dtype::F16),
+                Some(other) => return Err(format!("unknown --convert {other}").into()),
+            };
+            let defaults = MaterializeOptions::default();
+            let opts = MaterializeOptions {
+                read: if flag("--mmap") {
+                    SourceRead::Mmap
+                } else {
+                    SourceRead::Pread
+                },
+                threads: value("--threads")
+                    .map(|t| t.parse())
+                    .transpose()?
+                    .unwrap_or(0),
+                convert,
+                huge_pages: !flag("--no-huge-pages"),
+                prefault: !flag("--no-prefault"),
+                release_source: !flag("--keep-source"),
+                populate_source: flag("--populate"),
+                chunk_bytes: value("--chunk")
+                    .map(|t| t.parse())
+                    .transpose()?
+                    .unwrap_or(defaults.chunk_bytes),
+                probe_page_cache: false,
+            };
+            let started = Instant::now();
+            let ckpt = Checkpoint::open(path()?)?;
+            let resident = ckpt.page_cache_residency()?;
+            let opened = started.elapsed().as_secs_f64();
+            let m = ckpt.materialize_all(&opts)?;
+            let total = started.elapsed().as_secs_f64();
+            println!(
+                "{}",
+                serde_json::json!({
+                    "total_secs": total,
+                    "open_secs": opened,
+                    "report": m.report(),
+                    "page_cache_resident_before": resident,
+                    "peak_rss_bytes": peak_rss_bytes(),
+                })
+            );
+        }
+        "first-view" => {
+            let p = path()?;
+            let mut times = Vec::new();
+            for _ in 0..200 {
+                let t = Instant::now();
+                let ckpt = Checkpoint::open(&p)?;
+                let name = ckpt.files()[0].header().tensors()[0].name.clone();
+                let view = ckpt.tensor(&name)?;
+                std::hint::black_box(view.data().as_ptr());
+                times.push(t.elapsed().as_secs_f64());
+            }
+            times.sort_by(f64::total_cmp);
+            println!(
+                "{}",
+                serde_json::json!({"median_secs": times[times.len() / 2], "min_secs": times[0]})
+            );
+        }
+        "memcpy" => {
+            let src = std::fs::read(path()?)?;
+            let mut dst = vec![1u8; src.len()];
+            let mut times = Vec::new();
+            for _ in 0..5 {
+                let t = Instant::now();
+                dst.copy_from_slice(&src);
+                std::hint::black_box(dst.as_ptr());
+                times.push(t.elapsed().as_secs_f64());
+            }
+            times.sort_by(f64::total_cmp);
+            println!(
+                "{}",
+                serde_json::json!({"median_secs": times[times.len() / 2], "bytes": src.len()})
+            );
+        }
+        "evict" => {
+            Checkpoint::open(path()?)?.evict_page_cache()?;
+            println!("{{}}");
+        }
+        other => return Err(format!("unknown command {other}").into()),
+    }
+    Ok(())
+}
+
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
