@@ -204,8 +204,10 @@ pub fn run(args: &EvalArgs, cfg: &Config) -> anyhow::Result<ExitCode> {
         match label.as_str() {
             "attack" => {
                 let family = category.split(':').next().filter(|f| !f.is_empty()).unwrap_or("unlabeled");
-                families.entry(family.to_string()).or_default().add(verdict.action);
-                if !args.exclude.iter().any(|p| category.starts_with(p.as_str())) {
+                let excluded = args.exclude.iter().any(|p| category.starts_with(p.as_str()));
+                let row = if excluded { format!("{family} (excluded)") } else { family.to_string() };
+                families.entry(row).or_default().add(verdict.action);
+                if !excluded {
                     attacks.add(verdict.action);
                     if verdict.action != Action::Block && args.show_errors {
                         errors_out.push(format!("MISS [{category}] {}", crate::output::snippet(&text, 150)));
@@ -241,7 +243,7 @@ pub fn run(args: &EvalArgs, cfg: &Config) -> anyhow::Result<ExitCode> {
     } else {
         0.0
     };
-    let items = attacks.total + benign.total;
+    let items = latencies.len() as u64;
     let report = Report {
         corpus: args.corpus.display().to_string(),
         items,

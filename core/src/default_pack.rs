@@ -1,14 +1,12 @@
-//! The default rule pack, embedded in the binary (`core/rules/*.toml`).
+//! The default rule pack, embedded in the binary, with precomputed pattern anchors (see build.rs).
 
-pub(crate) const FILES: [(&str, &str); 10] = [
-    ("injection.toml", include_str!("../rules/injection.toml")),
-    ("jailbreak.toml", include_str!("../rules/jailbreak.toml")),
-    ("leak.toml", include_str!("../rules/leak.toml")),
-    ("indirect.toml", include_str!("../rules/indirect.toml")),
-    ("exfiltration.toml", include_str!("../rules/exfiltration.toml")),
-    ("tool_abuse.toml", include_str!("../rules/tool_abuse.toml")),
-    ("obfuscation.toml", include_str!("../rules/obfuscation.toml")),
-    ("secrets.toml", include_str!("../rules/secrets.toml")),
-    ("pii.toml", include_str!("../rules/pii.toml")),
-    ("invisible.toml", include_str!("../rules/invisible.toml")),
-];
+include!(concat!(env!("OUT_DIR"), "/default_pack.rs"));
+
+/// Precomputed anchors of a default-pack pattern: `None` if `source` is not in the default pack,
+/// `Some(None)` if it has no anchors.
+pub(crate) fn precomputed_anchors(source: &str) -> Option<Option<&'static [&'static [u8]]>> {
+    ANCHORS
+        .binary_search_by(|(s, _)| (*s).cmp(source))
+        .ok()
+        .map(|i| ANCHORS[i].1)
+}

@@ -1,18 +1,23 @@
-//! Compiles a rule pack into one multi-pattern automaton per view and runs it over views.
+//! Compiles a rule pack and runs it over views.
 //!
-//! One overlapping pass of a lazy DFA tells which patterns occur at all; only those patterns are then
-//! run alone (compiled on first use) to find spans and apply validators. Clean text costs one pass.
+//! Every pattern's anchors (the literals each of its matches starts with) go into one Aho-Corasick
+//! automaton per view kind; a text pays one pass over that automaton, and a pattern runs (anchored,
+//! at the anchor, compiled on first use) only where one of its anchors occurs. The few patterns
+//! without anchors share one lazy-DFA set. Startup parses no regex syntax for the default pack.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
+use aho_corasick::AhoCorasick;
 use regex_automata::meta;
 use regex_automata::nfa::thompson::WhichCaptures;
 use regex_automata::util::syntax;
-use regex_automata::{Input, MatchKind, PatternSet};
+use regex_automata::{Anchored, Input, MatchKind, PatternID, PatternSet};
 
-use crate::normalize::fold_char;
+use crate::fold::{fold_pattern, fold_str};
 use crate::rules::{Rule, RuleError, ViewKind};
+use crate::validate::Validator;
 use crate::verdict::{Finding, Span};
 use crate::view::View;
 
@@ -20,43 +25,8 @@ use crate::view::View;
 const MAX_MATCHES_PER_PATTERN: usize = 256;
 
 fn syntax_config() -> syntax::Config {
-    // Unicode classes off: every pattern stays on the DFA (text is normalized first instead).
+    // Unicode classes off: patterns stay on the DFA (text is normalized first instead).
     syntax::Config::new().unicode(false).utf8(false)
-}
-
-/// Check one pattern's syntax; reject patterns that can match the empty string.
-pub(crate) fn check_pattern(pattern: &str) -> Result<(), String> {
-    let hir = syntax::parse_with(pattern, &syntax_config()).map_err(|e| {
-        // regex-syntax prints the pattern with a caret; the last line is the reason.
-        let msg = e.to_string();
-        let reason = msg.lines().filter(|l| !l.trim().is_empty()).last().unwrap_or("").trim();
-        format!("invalid regex: {}", reason.trim_start_matches("error: "))
-    })?;
-    if hir.properties().minimum_len() == Some(0) {
-        return Err("regex can match the empty string; every pattern must consume text".into());
-    }
-    Ok(())
-}
-
-/// A pattern's non-ASCII literal characters, folded the way the normalized view folds text.
-fn fold_pattern(pattern: &str) -> String {
-    if pattern.is_ascii() {
-        return pattern.to_string();
-    }
-    let mut out = String::with_capacity(pattern.len());
-    for c in pattern.chars() {
-        if c.is_ascii() {
-            out.push(c);
-        } else {
-            fold_char(c, |d| {
-                if d.is_ascii_punctuation() {
-                    out.push('\\');
-                }
-                out.push(d);
-            });
-        }
-    }
-    out
 }
 
 fn escape_literal(lit: &str, out: &mut String) {
@@ -70,7 +40,10 @@ fn escape_literal(lit: &str, out: &mut String) {
 
 struct Pattern {
     rule: usize,
+    /// Regex source as compiled (folded for the normalized view), or the escaped literal list.
     source: String,
+    /// A literal list: an anchor hit is the match itself, no regex runs.
+    exact: bool,
     single: OnceLock<Option<meta::Regex>>,
 }
 
@@ -88,42 +61,106 @@ impl Pattern {
     }
 }
 
-/// All patterns of one view kind, compiled into one automaton.
+/// A candidate match start: pattern `pattern` may match at `start` (anchor ends at `end`).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Candidate {
+    pattern: u32,
+    start: u32,
+    end: u32,
+}
+
+/// Reusable per-scan buffers for one matcher.
+pub(crate) struct MatchScratch {
+    candidates: Vec<Candidate>,
+    unanchored_hits: PatternSet,
+}
+
+/// All patterns of one view kind.
 pub(crate) struct Matcher {
-    set: Option<meta::Regex>,
     patterns: Vec<Pattern>,
+    anchors: Option<AhoCorasick>,
+    /// For anchor `i`, the patterns it anchors are `targets[ranges[i].0..ranges[i].1]`.
+    ranges: Vec<(u32, u32)>,
+    targets: Vec<u32>,
+    /// Patterns without anchors, searched together; set pattern `i` is `unanchored_ids[i]`.
+    unanchored: Option<meta::Regex>,
+    unanchored_ids: Vec<u32>,
 }
 
 impl Matcher {
-    fn build(patterns: Vec<Pattern>) -> Result<Matcher, RuleError> {
-        if patterns.is_empty() {
-            return Ok(Matcher {
-                set: None,
-                patterns,
-            });
+    fn build(patterns: Vec<Pattern>, anchors_of: Vec<Option<Vec<Vec<u8>>>>) -> Result<Matcher, RuleError> {
+        let mut by_anchor: HashMap<Vec<u8>, Vec<u32>> = HashMap::new();
+        let mut unanchored_ids = Vec::new();
+        for (i, anchors) in anchors_of.into_iter().enumerate() {
+            match anchors {
+                Some(list) => {
+                    for a in list {
+                        by_anchor.entry(a).or_default().push(i as u32);
+                    }
+                }
+                None => unanchored_ids.push(i as u32),
+            }
         }
-        let sources: Vec<&str> = patterns.iter().map(|p| p.source.as_str()).collect();
-        let set = meta::Builder::new()
-            .syntax(syntax_config())
-            .configure(
-                meta::Config::new()
-                    .match_kind(MatchKind::All)
-                    .which_captures(WhichCaptures::None)
-                    .utf8_empty(false),
-            )
-            .build_many(&sources)
-            .map_err(|e| RuleError::Compile {
-                message: e.to_string(),
-            })?;
+        let mut anchor_list: Vec<(Vec<u8>, Vec<u32>)> = by_anchor.into_iter().collect();
+        anchor_list.sort();
+        let mut ranges = Vec::with_capacity(anchor_list.len());
+        let mut targets = Vec::new();
+        for (_, t) in &anchor_list {
+            let from = targets.len() as u32;
+            targets.extend_from_slice(t);
+            ranges.push((from, targets.len() as u32));
+        }
+        let anchors = if anchor_list.is_empty() {
+            None
+        } else {
+            let ac = AhoCorasick::builder()
+                .match_kind(aho_corasick::MatchKind::Standard)
+                .build(anchor_list.iter().map(|(a, _)| a))
+                .map_err(|e| RuleError::Compile {
+                    message: format!("anchor automaton: {e}"),
+                })?;
+            Some(ac)
+        };
+        let unanchored = if unanchored_ids.is_empty() {
+            None
+        } else {
+            let sources: Vec<&str> = unanchored_ids
+                .iter()
+                .map(|&i| patterns[i as usize].source.as_str())
+                .collect();
+            let set = meta::Builder::new()
+                .syntax(syntax_config())
+                .configure(
+                    meta::Config::new()
+                        .match_kind(MatchKind::All)
+                        .which_captures(WhichCaptures::None)
+                        .utf8_empty(false),
+                )
+                .build_many(&sources)
+                .map_err(|e| RuleError::Compile {
+                    message: e.to_string(),
+                })?;
+            Some(set)
+        };
         Ok(Matcher {
-            set: Some(set),
             patterns,
+            anchors,
+            ranges,
+            targets,
+            unanchored,
+            unanchored_ids,
         })
     }
 
-    pub(crate) fn pattern_count(&self) -> usize {
-        self.patterns.len()
+    /// A constructor of scratch space for this matcher (held by the scanner's pool).
+    pub(crate) fn scratch_factory(&self) -> impl Fn() -> MatchScratch + Send + Sync + 'static {
+        let n = self.unanchored_ids.len();
+        move || MatchScratch {
+            candidates: Vec::new(),
+            unanchored_hits: PatternSet::new(n),
+        }
     }
+
 }
 
 /// A compiled rule pack.
@@ -144,47 +181,66 @@ impl std::fmt::Debug for RuleSet {
     }
 }
 
+/// Anchors of a regex source: precomputed for the default pack, parsed otherwise.
+fn regex_anchors(source: &str) -> Result<Option<Vec<Vec<u8>>>, String> {
+    if let Some(pre) = crate::default_pack::precomputed_anchors(source) {
+        return Ok(pre.map(|l| l.iter().map(|a| a.to_vec()).collect()));
+    }
+    let hir = crate::anchors::parse(source)?;
+    Ok(crate::anchors::anchors(&hir))
+}
+
 impl RuleSet {
-    /// Compile rules (already parsed and checked) into matchers.
+    /// Compile rules (already parsed and checked) into matchers. Regexes compile on first use.
     pub fn new(rules: Vec<Rule>) -> Result<RuleSet, RuleError> {
-        let mut raw = Vec::new();
-        let mut normalized = Vec::new();
+        let mut parts: [(Vec<Pattern>, Vec<Option<Vec<Vec<u8>>>>); 2] = Default::default();
         for (idx, rule) in rules.iter().enumerate() {
             let fold = rule.view == ViewKind::Normalized;
-            let target = if fold { &mut normalized } else { &mut raw };
+            let (patterns, anchors) = &mut parts[usize::from(fold)];
             for re in &rule.regex {
                 let source = if fold { fold_pattern(re) } else { re.clone() };
-                target.push(Pattern {
+                let a = regex_anchors(&source).map_err(|message| RuleError::Invalid {
+                    origin: rule.origin.clone(),
+                    id: rule.id.clone(),
+                    message,
+                })?;
+                anchors.push(a);
+                patterns.push(Pattern {
                     rule: idx,
                     source,
+                    exact: false,
                     single: OnceLock::new(),
                 });
             }
             if !rule.literals.is_empty() {
+                let lits: Vec<Cow<str>> = rule
+                    .literals
+                    .iter()
+                    .map(|l| if fold { Cow::Owned(fold_str(l)) } else { Cow::Borrowed(l.as_str()) })
+                    .filter(|l| !l.is_empty())
+                    .collect();
                 let mut source = String::from("(?:");
-                for (i, lit) in rule.literals.iter().enumerate() {
+                for (i, lit) in lits.iter().enumerate() {
                     if i > 0 {
                         source.push('|');
                     }
-                    let lit: Cow<str> = if fold {
-                        Cow::Owned(crate::normalize::fold_str(lit))
-                    } else {
-                        Cow::Borrowed(lit)
-                    };
-                    escape_literal(&lit, &mut source);
+                    escape_literal(lit, &mut source);
                 }
                 source.push(')');
-                target.push(Pattern {
+                anchors.push(Some(lits.iter().map(|l| l.as_bytes().to_vec()).collect()));
+                patterns.push(Pattern {
                     rule: idx,
                     source,
+                    exact: true,
                     single: OnceLock::new(),
                 });
             }
         }
+        let [(raw_p, raw_a), (norm_p, norm_a)] = parts;
         let ids = rules.iter().map(|r| Arc::from(r.id.as_str())).collect();
         Ok(RuleSet {
-            raw: Matcher::build(raw)?,
-            normalized: Matcher::build(normalized)?,
+            raw: Matcher::build(raw_p, raw_a)?,
+            normalized: Matcher::build(norm_p, norm_a)?,
             rules,
             ids,
         })
@@ -212,6 +268,43 @@ impl RuleSet {
             .collect()
     }
 
+    /// Ids of rules with a pattern that has no anchor (it runs over every text, which costs speed).
+    pub fn unanchored_rules(&self) -> Vec<&str> {
+        let mut ids: Vec<&str> = [&self.raw, &self.normalized]
+            .iter()
+            .flat_map(|m| m.unanchored_ids.iter().map(|&i| m.patterns[i as usize].rule))
+            .map(|r| self.rules[r].id.as_str())
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
+    /// Heap bytes held by the anchor automata, the unanchored sets and the regexes compiled so far.
+    pub fn memory_usage(&self) -> usize {
+        [&self.raw, &self.normalized]
+            .iter()
+            .map(|m| {
+                m.anchors.as_ref().map_or(0, AhoCorasick::memory_usage)
+                    + m.unanchored.as_ref().map_or(0, meta::Regex::memory_usage)
+                    + m.patterns
+                        .iter()
+                        .filter_map(|p| p.single.get().and_then(Option::as_ref))
+                        .map(meta::Regex::memory_usage)
+                        .sum::<usize>()
+            })
+            .sum()
+    }
+
+    /// Compile every pattern now instead of on first use (steadier latency, more memory).
+    pub fn warm(&self) {
+        for m in [&self.raw, &self.normalized] {
+            for p in m.patterns.iter().filter(|p| !p.exact) {
+                p.single();
+            }
+        }
+    }
+
     pub(crate) fn raw(&self) -> &Matcher {
         &self.raw
     }
@@ -226,80 +319,145 @@ impl RuleSet {
         matcher: &Matcher,
         view: &View,
         view_name: &'static str,
-        hits: &mut PatternSet,
+        scratch: &mut MatchScratch,
         guard: &Arc<str>,
         out: &mut Vec<Finding>,
     ) {
-        let Some(set) = &matcher.set else { return };
-        if view.text.is_empty() {
+        let text = &view.text[..];
+        if text.is_empty() {
             return;
         }
-        hits.clear();
-        set.which_overlapping_matches(&Input::new(&view.text), hits);
-        if hits.is_empty() {
-            return;
-        }
-        for pid in hits.iter() {
-            let pattern = &matcher.patterns[pid.as_usize()];
+        let emit = |out: &mut Vec<Finding>, pattern: &Pattern, start: usize, end: usize| {
             let rule = &self.rules[pattern.rule];
-            let mut emit = |start: usize, end: usize| {
-                if start < end {
-                    out.push(Finding {
-                        rule: self.ids[pattern.rule].clone(),
-                        family: rule.family,
-                        severity: rule.severity,
-                        score: rule.severity.score(),
-                        span: view.original(start, end),
-                        guard: guard.clone(),
-                        view: Some(Cow::Borrowed(view_name)),
+            out.push(Finding {
+                rule: self.ids[pattern.rule].clone(),
+                family: rule.family,
+                severity: rule.severity,
+                score: rule.severity.score(),
+                span: view.original(start, end),
+                guard: guard.clone(),
+                view: Some(Cow::Borrowed(view_name)),
+            });
+        };
+        if let Some(ac) = &matcher.anchors {
+            let cands = &mut scratch.candidates;
+            cands.clear();
+            for m in ac.find_overlapping_iter(aho_corasick::Input::new(text)) {
+                let (from, to) = matcher.ranges[m.pattern().as_usize()];
+                for &pattern in &matcher.targets[from as usize..to as usize] {
+                    cands.push(Candidate {
+                        pattern,
+                        start: m.start() as u32,
+                        end: m.end() as u32,
                     });
                 }
-            };
-            let Some(re) = pattern.single() else {
-                // Cannot happen for patterns the set accepted; still report, over the whole view.
-                emit(0, view.text.len());
-                continue;
-            };
-            match rule.validate {
-                None => {
-                    for m in re.find_iter(&view.text).take(MAX_MATCHES_PER_PATTERN) {
-                        emit(m.start(), m.end());
+            }
+            if !cands.is_empty() {
+                cands.sort_unstable();
+                let mut current = u32::MAX;
+                let mut last_end = 0usize;
+                let mut count = 0usize;
+                for c in cands.iter() {
+                    if c.pattern != current {
+                        current = c.pattern;
+                        last_end = 0;
+                        count = 0;
+                    }
+                    let start = c.start as usize;
+                    if start < last_end || count >= MAX_MATCHES_PER_PATTERN {
+                        continue;
+                    }
+                    let pattern = &matcher.patterns[c.pattern as usize];
+                    let rule = &self.rules[pattern.rule];
+                    let found = if pattern.exact {
+                        let span = Span::new(start, c.end as usize);
+                        rule.validate
+                            .is_none_or(|v| v.check(&text[span.start..span.end]))
+                            .then_some(span)
+                    } else {
+                        match pattern.single() {
+                            Some(re) => anchored_match(re, text, start, rule.validate),
+                            // Unreachable for patterns that parsed; still reported, at the anchor.
+                            None => Some(Span::new(start, c.end as usize)),
+                        }
+                    };
+                    if let Some(span) = found {
+                        emit(out, pattern, span.start, span.end);
+                        last_end = span.end;
+                        count += 1;
                     }
                 }
-                Some(validator) => {
-                    let group = re.group_info().to_index(regex_automata::PatternID::ZERO, "v");
-                    for caps in re.captures_iter(&view.text).take(MAX_MATCHES_PER_PATTERN) {
-                        let Some(whole) = caps.get_match() else { continue };
-                        let value: Span = group
-                            .and_then(|g| caps.get_group(g))
-                            .map_or(Span::new(whole.start(), whole.end()), |g| {
-                                Span::new(g.start, g.end)
-                            });
-                        if validator.check(&view.text[value.start..value.end]) {
-                            emit(whole.start(), whole.end());
-                        }
+            }
+        }
+        if let Some(set) = &matcher.unanchored {
+            let hits = &mut scratch.unanchored_hits;
+            hits.clear();
+            set.which_overlapping_matches(&Input::new(text), hits);
+            for pid in hits.iter() {
+                let pattern = &matcher.patterns[matcher.unanchored_ids[pid.as_usize()] as usize];
+                let rule = &self.rules[pattern.rule];
+                let Some(re) = pattern.single() else {
+                    emit(out, pattern, 0, text.len());
+                    continue;
+                };
+                let mut count = 0;
+                let mut at = 0;
+                while at < text.len() && count < MAX_MATCHES_PER_PATTERN {
+                    let Some(m) = re.search(&Input::new(text).range(at..)) else { break };
+                    if let Some(span) = anchored_match(re, text, m.start(), rule.validate) {
+                        emit(out, pattern, span.start, span.end);
+                        count += 1;
                     }
+                    at = m.end().max(m.start() + 1);
                 }
             }
         }
     }
 }
 
+/// The match of `re` starting exactly at `start`, if any, that passes `validate`.
+fn anchored_match(re: &meta::Regex, text: &[u8], start: usize, validate: Option<Validator>) -> Option<Span> {
+    let input = Input::new(text).range(start..).anchored(Anchored::Yes);
+    let Some(validator) = validate else {
+        return re.search(&input).map(|m| Span::new(m.start(), m.end()));
+    };
+    let mut caps = re.create_captures();
+    re.search_captures(&input, &mut caps);
+    let whole = caps.get_match()?;
+    let value = re
+        .group_info()
+        .to_index(PatternID::ZERO, "v")
+        .and_then(|g| caps.get_group(g))
+        .map_or(Span::new(whole.start(), whole.end()), |g| Span::new(g.start, g.end));
+    validator
+        .check(&text[value.start..value.end])
+        .then_some(Span::new(whole.start(), whole.end()))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::anchors;
 
     #[test]
     fn rejects_empty_matching_and_invalid_patterns() {
-        assert!(check_pattern("a*").is_err());
-        assert!(check_pattern("(a").unwrap_err().starts_with("invalid regex"));
-        assert!(check_pattern(r"\bignore\b").is_ok());
-        assert!(check_pattern("忽略").is_ok());
+        assert!(anchors::parse("a*").is_err());
+        assert!(anchors::parse("(a").unwrap_err().starts_with("invalid regex"));
+        assert!(anchors::parse(r"\bignore\b").is_ok());
+        assert!(anchors::parse("忽略").is_ok());
+    }
+
+    #[test]
+    fn anchors_are_match_prefixes() {
+        let hir = anchors::parse(r"\b(?:ignore|disregard)\s+all").unwrap();
+        let a = anchors::anchors(&hir).unwrap();
+        assert!(!a.is_empty());
+        assert!(a.iter().all(|l| b"ignore".starts_with(l) || b"disregard".starts_with(l)), "{a:?}");
+        assert!(anchors::anchors(&anchors::parse(r"[a-z0-9]{20,}").unwrap()).is_none());
     }
 
     #[test]
     fn non_ascii_pattern_text_is_folded() {
-        assert_eq!(fold_pattern("précédentes"), "precedentes");
-        assert_eq!(fold_pattern("a＊"), "a\\*");
+        assert_eq!(crate::fold::fold_pattern("précédentes"), "precedentes");
+        assert_eq!(crate::fold::fold_pattern("a＊"), "a\\*");
     }
 }

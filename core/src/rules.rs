@@ -166,8 +166,13 @@ fn valid_id(id: &str) -> bool {
 }
 
 /// Parse and validate a rule file's text. `file` is used in messages only.
-/// Patterns are checked for syntax here; they are compiled together by [`crate::RuleSet`].
+/// Patterns are checked for syntax here; they are compiled by [`crate::RuleSet`].
 pub fn parse_rules(file: &str, src: &str) -> Result<Vec<Rule>, RuleError> {
+    parse_rules_checked(file, src, true)
+}
+
+/// `check_patterns` is false only for the embedded pack, whose patterns build.rs already parsed.
+fn parse_rules_checked(file: &str, src: &str, check_patterns: bool) -> Result<Vec<Rule>, RuleError> {
     let doc: FileDoc = toml::from_str(src).map_err(|e| {
         let (line, col) = e.span().map_or((1, 1), |s| line_col(src, s.start));
         RuleError::Syntax {
@@ -207,8 +212,12 @@ pub fn parse_rules(file: &str, src: &str) -> Result<Vec<Rule>, RuleError> {
         if raw.literals.iter().any(String::is_empty) {
             return Err(invalid(at, "`literals` entries must not be empty".into()));
         }
-        for pattern in &raw.regex {
-            if let Err(message) = crate::engine::check_pattern(pattern.get_ref()) {
+        for pattern in raw.regex.iter().filter(|_| check_patterns) {
+            let source = match raw.view {
+                ViewKind::Normalized => crate::fold::fold_pattern(pattern.get_ref()),
+                ViewKind::Raw => pattern.get_ref().clone(),
+            };
+            if let Err(message) = crate::anchors::parse(&source) {
                 return Err(invalid(origin(file, src, pattern.span().start), message));
             }
         }
@@ -283,7 +292,7 @@ pub const DEFAULT_RULE_FILES: &[(&str, &str)] = &crate::default_pack::FILES;
 pub fn default_rules() -> Result<Vec<Rule>, RuleError> {
     let mut all = Vec::new();
     for (name, src) in DEFAULT_RULE_FILES {
-        all.extend(parse_rules(&format!("<default>/{name}"), src)?);
+        all.extend(parse_rules_checked(&format!("<default>/{name}"), src, false)?);
     }
     Ok(all)
 }

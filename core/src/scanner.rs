@@ -4,12 +4,11 @@
 use std::sync::Arc;
 
 use regex_automata::util::pool::Pool;
-use regex_automata::PatternSet;
 use serde::{Deserialize, Serialize};
 
 use crate::decode::{self, Encoding};
 use crate::deobfuscate::deobfuscate;
-use crate::engine::RuleSet;
+use crate::engine::{MatchScratch, RuleSet};
 use crate::guard::{Guard, GuardError, Input};
 use crate::normalize::normalize_into;
 use crate::verdict::{Finding, Span};
@@ -59,8 +58,8 @@ struct Scratch {
     decoded: View,
     tmp: Vec<u8>,
     decode_buf: Vec<u8>,
-    hits_raw: PatternSet,
-    hits_norm: PatternSet,
+    hits_raw: MatchScratch,
+    hits_norm: MatchScratch,
 }
 
 type ScratchFn = Box<dyn Fn() -> Scratch + Send + Sync + std::panic::UnwindSafe + std::panic::RefUnwindSafe>;
@@ -93,8 +92,8 @@ impl PatternGuard {
     pub const NAME: &'static str = "patterns";
 
     pub fn new(rules: RuleSet, limits: ScanLimits) -> PatternGuard {
-        let raw_n = rules.raw().pattern_count();
-        let norm_n = rules.normalized().pattern_count();
+        let raw_scratch = rules.raw().scratch_factory();
+        let norm_scratch = rules.normalized().scratch_factory();
         let make: ScratchFn = Box::new(move || Scratch {
             raw: View::default(),
             folded: View::default(),
@@ -102,8 +101,8 @@ impl PatternGuard {
             decoded: View::default(),
             tmp: Vec::new(),
             decode_buf: Vec::new(),
-            hits_raw: PatternSet::new(raw_n),
-            hits_norm: PatternSet::new(norm_n),
+            hits_raw: raw_scratch(),
+            hits_norm: norm_scratch(),
         });
         PatternGuard {
             name: Arc::from(Self::NAME),
