@@ -9,11 +9,14 @@ use featherguard::{Config, Firewall};
 
 mod eval;
 mod input;
+#[cfg(feature = "models")]
 mod inspect;
+#[cfg(feature = "models")]
 mod load_bench;
 mod output;
 mod rules_cmd;
 mod scan;
+#[cfg(feature = "models")]
 mod setup_cmd;
 
 const AFTER_HELP: &str = "\
@@ -53,10 +56,13 @@ enum Command {
     /// List, check or explain rules.
     #[command(subcommand)]
     Rules(rules_cmd::RulesCommand),
+    #[cfg(feature = "models")]
     /// Fetch and verify the ONNX Runtime, libtorch and models the ML guards use.
     Setup(setup_cmd::SetupArgs),
+    #[cfg(feature = "models")]
     /// List the tensors, totals and metadata of a safetensors checkpoint.
     Inspect(inspect::InspectArgs),
+    #[cfg(feature = "models")]
     /// Load a safetensors checkpoint (map, copy or convert) and report time, GB/s and memory.
     LoadBench(load_bench::LoadBenchArgs),
 }
@@ -83,8 +89,11 @@ fn main() -> ExitCode {
             Command::Scan(args) => scan::run(args, &cfg),
             Command::Eval(args) => eval::run(args, &cfg),
             Command::Rules(cmd) => rules_cmd::run(cmd, &cfg),
+            #[cfg(feature = "models")]
             Command::Setup(args) => setup_cmd::run(args),
+            #[cfg(feature = "models")]
             Command::Inspect(args) => inspect::run(args),
+            #[cfg(feature = "models")]
             Command::LoadBench(args) => load_bench::run(args),
         }
     })();
