@@ -14,6 +14,7 @@ mod config;
 mod decode;
 mod default_pack;
 mod deobfuscate;
+mod embed;
 mod engine;
 mod firewall;
 mod fold;
@@ -29,6 +30,7 @@ mod verdict;
 mod view;
 
 pub use config::{Config, ConfigError, Limits, RulesConfig};
+pub use embed::{l2_normalize, EmbedError, Embedder, Embeddings, LoadStats, ModelId};
 pub use engine::RuleSet;
 pub use firewall::{pattern_guard, Firewall};
 pub use guard::{Guard, GuardError, Input, Source};

@@ -1,0 +1,1 @@
+//! featherguard-semantic: embedding guards over the core `Embedder` trait (similarity bank, classifier head, topic fence).
