@@ -22,10 +22,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def parse(path):
     src = open(path, encoding="utf-8").read()
     out = []
-    for m in re.finditer(r'StaticRule \{ id: "([^"]+)".*?view: ViewKind::(\w+), regex: &\[(.*?)\], anchors: &\[(.*?)\], literals', src):
+    for m in re.finditer(r'StaticRule \{ id: "([^"]+)".*?view: ViewKind::(\w+), regex: &\[(.*?)\], (?:anchors|gates): &\[(.*?)\], literals', src):
         rid, view, regexes, anchors = m.groups()
         pats = re.findall(r'"((?:[^"\\]|\\.)*)"', regexes)
-        groups = re.findall(r'None|Some\(&\[(.*?)\]\)', anchors)
+        groups = re.findall(r'None|Some\((?:\(\w+, )?&\[(.*?)\]\)?\)', anchors)
         for i, g in enumerate(groups):
             lits = None
             if g:
@@ -41,8 +41,9 @@ def main():
     ap.add_argument("--label", default="benign")
     ap.add_argument("--top", type=int, default=25)
     a = ap.parse_args()
-    gen = a.generated or max(glob.glob(os.path.join(ROOT, "target/**/build/featherguard-core-*/out/default_pack.rs"),
-                                       recursive=True), key=os.path.getmtime)
+    gens = sorted(glob.glob(os.path.join(ROOT, "target/**/build/featherguard-core-*/out/default_pack.rs"),
+                            recursive=True), key=os.path.getmtime, reverse=True)
+    gen = a.generated or next((g for g in gens if parse(g)), gens[0] if gens else None)
     pats = parse(gen)
     if not pats:
         sys.exit(f"{gen}: no StaticRule entries with precomputed anchors found (generated format changed?)")
