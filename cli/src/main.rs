@@ -81,6 +81,13 @@ pub fn build_firewall(cfg: &Config) -> anyhow::Result<Firewall> {
     Firewall::from_config(cfg).context("cannot build the firewall")
 }
 
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = (|| -> anyhow::Result<ExitCode> {
@@ -99,6 +106,8 @@ fn main() -> ExitCode {
     })();
     match result {
         Ok(code) => code,
+        // The reader went away (`featherguard scan ... | head`): stop quietly, as grep and rg do.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("featherguard: error: {e:#}");
             ExitCode::from(2)

@@ -1,9 +1,10 @@
 //! Compiles a rule pack and runs it over views.
 //!
-//! Every pattern's anchors (the literals each of its matches starts with) go into one Aho-Corasick
-//! automaton per view kind; a text pays one pass over that automaton, and a pattern runs (anchored,
-//! at the anchor, compiled on first use) only where one of its anchors occurs. The few patterns
-//! without anchors share one lazy-DFA set. Startup parses no regex syntax for the default pack.
+//! Every pattern's gate (literals each of its matches starts with, or else contains) goes into one
+//! ASCII-case-insensitive Aho-Corasick automaton per view kind. A text pays one pass over that
+//! automaton; a pattern runs (compiled on first use) only where one of its gate literals occurs,
+//! anchored at the literal for prefix gates. The few patterns without a gate share one lazy-DFA set.
+//! Startup parses no regex syntax for the default pack (build.rs precomputes the gates).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -15,6 +16,7 @@ use regex_automata::nfa::thompson::WhichCaptures;
 use regex_automata::util::syntax;
 use regex_automata::{Anchored, Input, MatchKind, PatternID, PatternSet};
 
+use crate::anchors::Gate;
 use crate::fold::{fold_pattern, fold_str};
 use crate::rules::{Rule, RuleError, ViewKind};
 use crate::validate::Validator;
@@ -23,6 +25,9 @@ use crate::view::View;
 
 /// Most matches one pattern reports per view; enough for redaction, bounded for hostile input.
 const MAX_MATCHES_PER_PATTERN: usize = 256;
+
+/// Lazy-DFA cache bound per compiled pattern (the default is 2 MiB per pattern and thread).
+const SINGLE_CACHE_BYTES: usize = 64 * 1024;
 
 fn syntax_config() -> syntax::Config {
     // Unicode classes off: patterns stay on the DFA (text is normalized first instead).
@@ -38,12 +43,21 @@ fn escape_literal(lit: &str, out: &mut String) {
     }
 }
 
+/// How a pattern is checked once its gate fires.
+enum Check {
+    /// Run the regex anchored at the gate literal.
+    Anchored,
+    /// Run the regex over the whole view (the gate literal is inside the match).
+    Scan,
+    /// A literal list: the gate hit is the match when its bytes equal one literal (sorted).
+    Exact(Vec<Vec<u8>>),
+}
+
 struct Pattern {
     rule: usize,
     /// Regex source as compiled (folded for the normalized view), or the escaped literal list.
     source: String,
-    /// A literal list: an anchor hit is the match itself, no regex runs.
-    exact: bool,
+    check: Check,
     single: OnceLock<Option<meta::Regex>>,
 }
 
@@ -53,7 +67,17 @@ impl Pattern {
             .get_or_init(|| {
                 meta::Builder::new()
                     .syntax(syntax_config())
-                    .configure(meta::Config::new().utf8_empty(false))
+                    .configure(
+                        meta::Config::new()
+                            .utf8_empty(false)
+                            // Searches are short (anchored at a gate); a small lazy-DFA cache per
+                            // pattern keeps memory flat as more patterns get compiled.
+                            .hybrid_cache_capacity(SINGLE_CACHE_BYTES)
+                            // The backtracker keeps a visited set of up to 256 KiB per pattern;
+                            // captures (only validated rules need them) use the PikeVM instead.
+                            .backtrack(false)
+                            .onepass(false),
+                    )
                     .build(&self.source)
                     .ok()
             })
@@ -88,18 +112,21 @@ pub(crate) struct Matcher {
 }
 
 impl Matcher {
-    fn build(patterns: Vec<Pattern>, anchors_of: Vec<Option<Vec<Vec<u8>>>>) -> Result<Matcher, RuleError> {
+    fn build(patterns: Vec<Pattern>, gates: Vec<Option<Vec<Vec<u8>>>>) -> Result<Matcher, RuleError> {
         let mut by_anchor: HashMap<Vec<u8>, Vec<u32>> = HashMap::new();
         let mut unanchored_ids = Vec::new();
-        for (i, anchors) in anchors_of.into_iter().enumerate() {
-            match anchors {
+        for (i, gate) in gates.into_iter().enumerate() {
+            match gate {
                 Some(list) => {
                     for a in list {
-                        by_anchor.entry(a).or_default().push(i as u32);
+                        by_anchor.entry(a.to_ascii_lowercase()).or_default().push(i as u32);
                     }
                 }
                 None => unanchored_ids.push(i as u32),
             }
+        }
+        for targets in by_anchor.values_mut() {
+            targets.dedup();
         }
         let mut anchor_list: Vec<(Vec<u8>, Vec<u32>)> = by_anchor.into_iter().collect();
         anchor_list.sort();
@@ -115,6 +142,10 @@ impl Matcher {
         } else {
             let ac = AhoCorasick::builder()
                 .match_kind(aho_corasick::MatchKind::Standard)
+                .ascii_case_insensitive(true)
+                // Dense transitions only at the root: deeper dense states cost ~1 MB for a
+                // couple of thousand anchors and buy little speed.
+                .dense_depth(1)
                 .build(anchor_list.iter().map(|(a, _)| a))
                 .map_err(|e| RuleError::Compile {
                     message: format!("anchor automaton: {e}"),
@@ -181,13 +212,20 @@ impl std::fmt::Debug for RuleSet {
     }
 }
 
-/// Anchors of a regex source: precomputed for the default pack, parsed otherwise.
-fn regex_anchors(source: &str) -> Result<Option<Vec<Vec<u8>>>, String> {
-    if let Some(pre) = crate::default_pack::precomputed_anchors(source) {
-        return Ok(pre.map(|l| l.iter().map(|a| a.to_vec()).collect()));
+/// Gate of a rule's `i`th regex (folded `source`): precomputed for the default pack, parsed otherwise.
+fn regex_gate(rule: &Rule, i: usize, source: &str) -> Result<Option<Gate>, String> {
+    if let Some(pre) = rule.precomputed_gates.and_then(|p| p.get(i)) {
+        return Ok(pre.map(|(prefix, lits)| {
+            let lits = lits.iter().map(|a| a.to_vec()).collect();
+            if prefix {
+                Gate::Prefix(lits)
+            } else {
+                Gate::Inner(lits)
+            }
+        }));
     }
     let hir = crate::anchors::parse(source)?;
-    Ok(crate::anchors::anchors(&hir))
+    Ok(crate::anchors::gate(&hir))
 }
 
 impl RuleSet {
@@ -197,18 +235,23 @@ impl RuleSet {
         for (idx, rule) in rules.iter().enumerate() {
             let fold = rule.view == ViewKind::Normalized;
             let (patterns, anchors) = &mut parts[usize::from(fold)];
-            for re in &rule.regex {
+            for (i, re) in rule.regex.iter().enumerate() {
                 let source = if fold { fold_pattern(re) } else { re.clone() };
-                let a = regex_anchors(&source).map_err(|message| RuleError::Invalid {
+                let gate = regex_gate(rule, i, &source).map_err(|message| RuleError::Invalid {
                     origin: rule.origin.clone(),
                     id: rule.id.clone(),
                     message,
                 })?;
-                anchors.push(a);
+                let (check, lits) = match gate {
+                    Some(Gate::Prefix(l)) => (Check::Anchored, Some(l)),
+                    Some(Gate::Inner(l)) => (Check::Scan, Some(l)),
+                    None => (Check::Scan, None),
+                };
+                anchors.push(lits);
                 patterns.push(Pattern {
                     rule: idx,
                     source,
-                    exact: false,
+                    check,
                     single: OnceLock::new(),
                 });
             }
@@ -227,11 +270,14 @@ impl RuleSet {
                     escape_literal(lit, &mut source);
                 }
                 source.push(')');
-                anchors.push(Some(lits.iter().map(|l| l.as_bytes().to_vec()).collect()));
+                let mut exact: Vec<Vec<u8>> = lits.iter().map(|l| l.as_bytes().to_vec()).collect();
+                exact.sort();
+                exact.dedup();
+                anchors.push(Some(exact.clone()));
                 patterns.push(Pattern {
                     rule: idx,
                     source,
-                    exact: true,
+                    check: Check::Exact(exact),
                     single: OnceLock::new(),
                 });
             }
@@ -299,7 +345,7 @@ impl RuleSet {
     /// Compile every pattern now instead of on first use (steadier latency, more memory).
     pub fn warm(&self) {
         for m in [&self.raw, &self.normalized] {
-            for p in m.patterns.iter().filter(|p| !p.exact) {
+            for p in m.patterns.iter().filter(|p| !matches!(p.check, Check::Exact(_))) {
                 p.single();
             }
         }
@@ -369,16 +415,24 @@ impl RuleSet {
                     }
                     let pattern = &matcher.patterns[c.pattern as usize];
                     let rule = &self.rules[pattern.rule];
-                    let found = if pattern.exact {
-                        let span = Span::new(start, c.end as usize);
-                        rule.validate
-                            .is_none_or(|v| v.check(&text[span.start..span.end]))
+                    let found = match &pattern.check {
+                        Check::Exact(lits) => {
+                            let span = Span::new(start, c.end as usize);
+                            let bytes = &text[span.start..span.end];
+                            (lits.binary_search_by(|l| l.as_slice().cmp(bytes)).is_ok()
+                                && rule.validate.is_none_or(|v| v.check(bytes)))
                             .then_some(span)
-                    } else {
-                        match pattern.single() {
+                        }
+                        Check::Anchored => match pattern.single() {
                             Some(re) => anchored_match(re, text, start, rule.validate),
-                            // Unreachable for patterns that parsed; still reported, at the anchor.
+                            // Unreachable for patterns that parsed; still reported, at the gate.
                             None => Some(Span::new(start, c.end as usize)),
+                        },
+                        Check::Scan => {
+                            // The gate says the pattern may occur somewhere: scan the view once.
+                            scan_all(pattern, rule, text, |s, e| emit(out, pattern, s, e));
+                            last_end = usize::MAX;
+                            continue;
                         }
                     };
                     if let Some(span) = found {
@@ -396,22 +450,31 @@ impl RuleSet {
             for pid in hits.iter() {
                 let pattern = &matcher.patterns[matcher.unanchored_ids[pid.as_usize()] as usize];
                 let rule = &self.rules[pattern.rule];
-                let Some(re) = pattern.single() else {
-                    emit(out, pattern, 0, text.len());
-                    continue;
-                };
-                let mut count = 0;
-                let mut at = 0;
-                while at < text.len() && count < MAX_MATCHES_PER_PATTERN {
-                    let Some(m) = re.search(&Input::new(text).range(at..)) else { break };
-                    if let Some(span) = anchored_match(re, text, m.start(), rule.validate) {
-                        emit(out, pattern, span.start, span.end);
-                        count += 1;
-                    }
-                    at = m.end().max(m.start() + 1);
-                }
+                scan_all(pattern, rule, text, |s, e| emit(out, pattern, s, e));
             }
         }
+    }
+}
+
+/// Every match of `pattern` in `text` (up to the per-pattern bound) that passes the rule's validator.
+fn scan_all(pattern: &Pattern, rule: &Rule, text: &[u8], mut emit: impl FnMut(usize, usize)) {
+    let Some(re) = pattern.single() else {
+        emit(0, text.len());
+        return;
+    };
+    let mut count = 0;
+    let mut at = 0;
+    while at < text.len() && count < MAX_MATCHES_PER_PATTERN {
+        let Some(m) = re.search(&Input::new(text).range(at..)) else { break };
+        let span = match rule.validate {
+            None => Some(Span::new(m.start(), m.end())),
+            Some(_) => anchored_match(re, text, m.start(), rule.validate),
+        };
+        if let Some(span) = span {
+            emit(span.start, span.end);
+            count += 1;
+        }
+        at = m.end().max(m.start() + 1);
     }
 }
 
@@ -436,25 +499,6 @@ fn anchored_match(re: &meta::Regex, text: &[u8], start: usize, validate: Option<
 
 #[cfg(test)]
 mod tests {
-    use crate::anchors;
-
-    #[test]
-    fn rejects_empty_matching_and_invalid_patterns() {
-        assert!(anchors::parse("a*").is_err());
-        assert!(anchors::parse("(a").unwrap_err().starts_with("invalid regex"));
-        assert!(anchors::parse(r"\bignore\b").is_ok());
-        assert!(anchors::parse("忽略").is_ok());
-    }
-
-    #[test]
-    fn anchors_are_match_prefixes() {
-        let hir = anchors::parse(r"\b(?:ignore|disregard)\s+all").unwrap();
-        let a = anchors::anchors(&hir).unwrap();
-        assert!(!a.is_empty());
-        assert!(a.iter().all(|l| b"ignore".starts_with(l) || b"disregard".starts_with(l)), "{a:?}");
-        assert!(anchors::anchors(&anchors::parse(r"[a-z0-9]{20,}").unwrap()).is_none());
-    }
-
     #[test]
     fn non_ascii_pattern_text_is_folded() {
         assert_eq!(crate::fold::fold_pattern("précédentes"), "precedentes");

@@ -221,7 +221,7 @@ fn run_guard<T>(guard: &dyn Guard, call: impl FnOnce() -> Result<T, GuardError>)
 /// Build the pattern guard a config describes.
 pub fn pattern_guard(config: &Config) -> Result<PatternGuard, ConfigError> {
     let mut rules = if config.rules.default_pack {
-        default_rules()?
+        default_rules()
     } else {
         Vec::new()
     };

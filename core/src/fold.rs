@@ -23,7 +23,7 @@ pub fn is_invisible(c: char) -> bool {
 pub(crate) fn confusable(c: char) -> Option<char> {
     Some(match c {
         'а' | 'А' | 'α' | 'Α' => 'a',
-        'в' | 'В' | 'β' | 'Β' => 'b',
+        'В' | 'β' | 'Β' => 'b',
         'с' | 'С' | 'ϲ' => 'c',
         'ԁ' => 'd',
         'е' | 'Е' | 'ε' | 'Ε' | 'ё' => 'e',

@@ -37,7 +37,7 @@ pub use guard::{Guard, GuardError, Input, Source};
 pub use fold::{fold_str, is_invisible};
 pub use policy::{FailMode, Policy, Thresholds};
 pub use redact::redact;
-pub use rules::{default_rules, load_rule_file, merge_rules, parse_rules, Examples, Origin, Rule, RuleError, ViewKind, DEFAULT_RULE_FILES};
+pub use rules::{default_rules, load_rule_file, merge_rules, parse_rules, Examples, Origin, Rule, RuleError, ViewKind};
 pub use scanner::{PatternGuard, ScanLimits};
 pub use validate::Validator;
 pub use verdict::{Action, Family, Finding, GuardFailure, Severity, Span, Verdict};

@@ -62,6 +62,9 @@ pub struct Rule {
     pub validate: Option<Validator>,
     pub examples: Examples,
     pub origin: Origin,
+    /// Gates per regex, computed at build time for the default pack; `None` for rules read at run time.
+    #[serde(skip)]
+    pub(crate) precomputed_gates: Option<&'static [crate::default_pack::StaticGate]>,
 }
 
 /// Errors reading or validating a rule file. Every variant names the file and position.
@@ -168,11 +171,6 @@ fn valid_id(id: &str) -> bool {
 /// Parse and validate a rule file's text. `file` is used in messages only.
 /// Patterns are checked for syntax here; they are compiled by [`crate::RuleSet`].
 pub fn parse_rules(file: &str, src: &str) -> Result<Vec<Rule>, RuleError> {
-    parse_rules_checked(file, src, true)
-}
-
-/// `check_patterns` is false only for the embedded pack, whose patterns build.rs already parsed.
-fn parse_rules_checked(file: &str, src: &str, check_patterns: bool) -> Result<Vec<Rule>, RuleError> {
     let doc: FileDoc = toml::from_str(src).map_err(|e| {
         let (line, col) = e.span().map_or((1, 1), |s| line_col(src, s.start));
         RuleError::Syntax {
@@ -212,7 +210,7 @@ fn parse_rules_checked(file: &str, src: &str, check_patterns: bool) -> Result<Ve
         if raw.literals.iter().any(String::is_empty) {
             return Err(invalid(at, "`literals` entries must not be empty".into()));
         }
-        for pattern in raw.regex.iter().filter(|_| check_patterns) {
+        for pattern in &raw.regex {
             let source = match raw.view {
                 ViewKind::Normalized => crate::fold::fold_pattern(pattern.get_ref()),
                 ViewKind::Raw => pattern.get_ref().clone(),
@@ -259,6 +257,7 @@ fn parse_rules_checked(file: &str, src: &str, check_patterns: bool) -> Result<Ve
             validate,
             examples: raw.examples,
             origin: at,
+            precomputed_gates: None,
         });
     }
     Ok(rules)
@@ -285,16 +284,9 @@ pub fn load_rule_file(path: &Path) -> Result<Vec<Rule>, RuleError> {
     parse_rules(&file, &src)
 }
 
-/// The embedded default rule files: (name, TOML text).
-pub const DEFAULT_RULE_FILES: &[(&str, &str)] = &crate::default_pack::FILES;
-
-/// Parse the embedded default pack.
-pub fn default_rules() -> Result<Vec<Rule>, RuleError> {
-    let mut all = Vec::new();
-    for (name, src) in DEFAULT_RULE_FILES {
-        all.extend(parse_rules_checked(&format!("<default>/{name}"), src, false)?);
-    }
-    Ok(all)
+/// The embedded default pack (validated when featherguard was built).
+pub fn default_rules() -> Vec<Rule> {
+    crate::default_pack::rules()
 }
 
 /// Add `extra` rules to `base`; an extra rule with an existing id replaces it in place.
