@@ -5,6 +5,7 @@
 //! loader_bench gen [DIR]                  generate the synthetic checkpoints, print their paths
 //! loader_bench materialize PATH [opts]    open + materialize all; opts: --threads N --convert f32|bf16|f16
 //!                                         --no-huge-pages --no-prefault --keep-source --populate --chunk BYTES
+//!                                         --readahead CHUNKS --mmap
 //! loader_bench first-view PATH            median time from open to the first tensor view
 //! loader_bench memcpy PATH                memcpy of the file's bytes into pre-touched memory
 //! loader_bench evict PATH                 drop the checkpoint's files from the page cache
@@ -77,6 +78,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                     .map(|t| t.parse())
                     .transpose()?
                     .unwrap_or(defaults.chunk_bytes),
+                readahead_chunks: value("--readahead")
+                    .map(|t| t.parse())
+                    .transpose()?
+                    .unwrap_or(defaults.readahead_chunks),
                 probe_page_cache: false,
             };
             let started = Instant::now();

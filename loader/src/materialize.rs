@@ -30,6 +30,9 @@ use crate::{Dtype, LoadError};
 /// Alignment of every materialized tensor, in bytes (a cache line; enough for AVX-512 loads).
 pub const TENSOR_ALIGN: usize = 64;
 
+/// Source bytes staged per `pread` when converting (fits in L2 alongside its output).
+const STAGE_BYTES: usize = 128 << 10;
+
 /// How materialization reads the source bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SourceRead {
@@ -61,6 +64,9 @@ pub struct MaterializeOptions {
     pub populate_source: bool,
     /// Largest unit of work, in source bytes.
     pub chunk_bytes: usize,
+    /// Chunks of readahead (`POSIX_FADV_WILLNEED` / `MADV_WILLNEED`) issued ahead of the chunk
+    /// being copied, so a cold disk streams while destination memory is faulted in; 0 disables.
+    pub readahead_chunks: usize,
     /// Record page-cache residency of the source files (via `mincore`) in the report.
     pub probe_page_cache: bool,
 }
@@ -76,6 +82,7 @@ impl Default for MaterializeOptions {
             release_source: true,
             populate_source: false,
             chunk_bytes: 4 << 20,
+            readahead_chunks: 8,
             probe_page_cache: false,
         }
     }
@@ -417,11 +424,20 @@ fn run_chunks(
     let failed = AtomicBool::new(false);
     let first_error: Mutex<Option<(usize, LoadError)>> = Mutex::new(None);
     let dest = Dest(arena.as_ptr());
+    let ahead = opts.readahead_chunks;
+    if ahead > 0 {
+        for chunk in chunks.iter().take(ahead) {
+            readahead(&jobs[chunk.job], chunk, opts);
+        }
+    }
     let worker = || {
         let mut stage = Vec::new();
         while !failed.load(Ordering::Relaxed) {
             let i = next.fetch_add(1, Ordering::Relaxed);
             let Some(chunk) = chunks.get(i) else { break };
+            if let Some(later) = chunks.get(i + ahead).filter(|_| ahead > 0) {
+                readahead(&jobs[later.job], later, opts);
+            }
             if let Err(e) = run_chunk(&jobs[chunk.job], chunk, arena, dest, opts, &mut stage) {
                 failed.store(true, Ordering::Relaxed);
                 let mut slot = first_error.lock().unwrap_or_else(|p| p.into_inner());
@@ -447,6 +463,30 @@ fn run_chunks(
     }
 }
 
+/// Absolute file offset and length of a chunk's source bytes.
+fn src_range(job: &Job<'_>, chunk: &Chunk) -> (usize, usize) {
+    let size = job.info.dtype.size();
+    let (tensor_begin, _) = job.file.data_range(job.info);
+    (
+        tensor_begin + chunk.elems.0 * size,
+        (chunk.elems.1 - chunk.elems.0) * size,
+    )
+}
+
+/// Advisory readahead of a chunk's source; failures only lose the overlap.
+fn readahead(job: &Job<'_>, chunk: &Chunk, opts: &MaterializeOptions) {
+    let (start, len) = src_range(job, chunk);
+    let _ = match opts.read {
+        SourceRead::Pread => {
+            crate::sys::fadvise_willneed(job.file.raw_file(), start as u64, len as u64)
+        }
+        SourceRead::Mmap => job
+            .file
+            .map()
+            .advise_range(memmap2::Advice::WillNeed, start, len),
+    };
+}
+
 fn run_chunk(
     job: &Job<'_>,
     chunk: &Chunk,
@@ -457,9 +497,7 @@ fn run_chunk(
 ) -> Result<(), LoadError> {
     let (from, to) = (job.info.dtype, job.to);
     let (e0, e1) = chunk.elems;
-    let (tensor_begin, _) = job.file.data_range(job.info);
-    let src_start = tensor_begin + e0 * from.size();
-    let src_len = (e1 - e0) * from.size();
+    let (src_start, src_len) = src_range(job, chunk);
     let dst_start = job.dst_offset + e0 * to.size();
     let dst_len = (e1 - e0) * to.size();
     debug_assert!(dst_start + dst_len <= arena.len());
@@ -472,10 +510,10 @@ fn run_chunk(
     // no other thread reads or writes these bytes while the scope runs.
     let dst = unsafe { std::slice::from_raw_parts_mut(dest.0.add(dst_start), dst_len) };
     if opts.read == SourceRead::Pread {
-        let read = |buf: &mut [u8]| {
+        let read = |buf: &mut [u8], at: usize| {
             job.file
                 .raw_file()
-                .read_exact_at(buf, src_start as u64)
+                .read_exact_at(buf, at as u64)
                 .map_err(|e| match e.kind() {
                     std::io::ErrorKind::UnexpectedEof => {
                         match job.file.check_length(Some(&job.info.name)) {
@@ -487,11 +525,20 @@ fn run_chunk(
                 })
         };
         if from == to {
-            read(dst)?;
+            read(dst, src_start)?;
         } else {
-            stage.resize(src_len, 0);
-            read(stage)?;
-            convert(stage, from, dst, to);
+            // Convert through a small staging block that stays in L2, instead of reading the
+            // whole chunk first and converting it back out of L3/DRAM.
+            let elems_per_block = (STAGE_BYTES / from.size()).max(1);
+            stage.resize(elems_per_block * from.size(), 0);
+            let (mut e, end) = (0, e1 - e0);
+            while e < end {
+                let n = elems_per_block.min(end - e);
+                let src = &mut stage[..n * from.size()];
+                read(src, src_start + e * from.size())?;
+                convert(src, from, &mut dst[e * to.size()..(e + n) * to.size()], to);
+                e += n;
+            }
         }
         return Ok(());
     }

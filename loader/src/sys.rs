@@ -47,6 +47,21 @@ pub(crate) fn evict_page_cache(file: &File) -> io::Result<()> {
     Ok(())
 }
 
+/// Starts asynchronous readahead of `[offset, offset+len)` of `file` into the page cache.
+/// Advisory: errors are ignored by callers.
+pub(crate) fn fadvise_willneed(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    let (Ok(offset), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
+        return Err(io::ErrorKind::InvalidInput.into());
+    };
+    // SAFETY: plain syscall on a valid descriptor.
+    let rc =
+        unsafe { libc::posix_fadvise(file.as_raw_fd(), offset, len, libc::POSIX_FADV_WILLNEED) };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    Ok(())
+}
+
 /// A private anonymous mapping used as the destination of materialized tensors: zero-filled,
 /// 2 MiB-aligned when large so transparent huge pages can back it.
 #[derive(Debug)]
