@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use common::{bf16_bits, sharded, small_file, values};
 use featherguard_loader::{
     serialize, sha256_file, Checkpoint, CheckpointSource, Dtype, HfCache, LoadError, LoadMethod,
-    Manifest, MaterializeOptions, OpenOptions, SafeTensorsFile, TensorData, TENSOR_ALIGN,
+    Manifest, MaterializeOptions, OpenOptions, SafeTensorsFile, SourceRead, TensorData,
+    TENSOR_ALIGN,
 };
 
 #[test]
@@ -146,9 +147,14 @@ fn materialize_all_copies_exactly_and_aligned() {
     let p = dir.path().join("m.safetensors");
     small_file(&p, 0..5);
     let ckpt = Checkpoint::open(&p).unwrap();
-    for threads in [1, 3] {
+    for (threads, read) in [
+        (1, SourceRead::Pread),
+        (3, SourceRead::Pread),
+        (2, SourceRead::Mmap),
+    ] {
         let opts = MaterializeOptions {
             threads,
+            read,
             chunk_bytes: 8, // many chunks per tensor
             ..Default::default()
         };
@@ -225,6 +231,23 @@ fn materialize_converts_bf16_to_f32_and_back() {
         .map(|x| half::f16::from_f32(half::bf16::from_f32(*x).to_f32()).to_f32())
         .collect();
     assert_eq!(got, want);
+
+    let via_map = ckpt
+        .materialize_all(&MaterializeOptions {
+            convert: Some(Dtype::F32),
+            read: SourceRead::Mmap,
+            chunk_bytes: 6,
+            ..Default::default()
+        })
+        .unwrap();
+    for t in m.iter() {
+        assert_eq!(
+            via_map.get(t.name()).unwrap().data(),
+            t.data(),
+            "{}",
+            t.name()
+        );
+    }
 
     let bad = ckpt.materialize_all(&MaterializeOptions {
         convert: Some(Dtype::I32),
@@ -466,4 +489,46 @@ fn page_cache_probe_and_prefetch() {
     assert!(m.report().page_cache_resident.is_some());
     let json = serde_json::to_value(m.report()).unwrap();
     assert_eq!(json["method"], "copied");
+}
+
+#[test]
+fn large_conversion_spans_several_staging_blocks() {
+    // 300k BF16 elements = 600 KB: several 128 KiB staging blocks per 4 MiB chunk, and with a
+    // 100 KB chunk size several chunks too.
+    let vals = values(42, 300_000);
+    let bits = bf16_bits(&vals);
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("big.safetensors");
+    featherguard_loader::write_safetensors(
+        &p,
+        &[TensorData::from_slice(
+            "big",
+            Dtype::BF16,
+            &[300, 1000],
+            &bits,
+        )],
+        &BTreeMap::new(),
+    )
+    .unwrap();
+    let ckpt = Checkpoint::open(&p).unwrap();
+    let want: Vec<f32> = bits
+        .iter()
+        .map(|b| half::bf16::from_bits(*b).to_f32())
+        .collect();
+    for chunk_bytes in [4 << 20, 100_000] {
+        for read in [SourceRead::Pread, SourceRead::Mmap] {
+            let m = ckpt
+                .materialize_all(&MaterializeOptions {
+                    convert: Some(Dtype::F32),
+                    chunk_bytes,
+                    read,
+                    ..Default::default()
+                })
+                .unwrap();
+            assert_eq!(
+                m.get("big").unwrap().as_slice::<f32>().unwrap(),
+                want.as_slice()
+            );
+        }
+    }
 }
