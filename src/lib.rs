@@ -3,3 +3,10 @@
 //! This facade re-exports the pattern core; ML backends are enabled with the
 //! `onnx` and `torch` cargo features (`full` enables both).
 pub use featherguard_core::*;
+
+/// ONNX Runtime embedder (all-MiniLM-L6-v2 over the shared safetensors weights).
+#[cfg(feature = "onnx")]
+pub use featherguard_onnx as onnx;
+/// Embedding guards over any `Embedder`: similarity bank, classifier head, topic fence.
+#[cfg(feature = "onnx")]
+pub use featherguard_semantic as semantic;

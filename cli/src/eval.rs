@@ -26,6 +26,9 @@ Examples:
   featherguard eval --corpus dev.jsonl --exclude harmful_request --exclude jailbreak:past_tense
   featherguard eval --corpus dev.jsonl --format json > report.json")]
 pub struct EvalArgs {
+    #[command(flatten)]
+    guards: crate::ml::GuardArgs,
+
     /// Labeled JSONL corpus.
     #[arg(long, value_name = "FILE")]
     corpus: PathBuf,
@@ -154,7 +157,7 @@ impl Progress {
 }
 
 pub fn run(args: &EvalArgs, cfg: &Config) -> anyhow::Result<ExitCode> {
-    let fw = crate::build_firewall(cfg)?;
+    let fw = crate::ml::build_firewall(cfg, &args.guards)?;
     let file = File::open(&args.corpus)
         .map_err(|e| anyhow::anyhow!("{}: cannot open corpus: {e}", args.corpus.display()))?;
     let total_bytes = file.metadata().map(|m| m.len()).unwrap_or(0);

@@ -7,8 +7,15 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use featherguard::{Config, Firewall};
 
+#[cfg(feature = "onnx")]
+mod bank_cmd;
+#[cfg(feature = "models")]
+mod defaults;
+#[cfg(feature = "onnx")]
+mod embed_cmd;
 mod eval;
 mod input;
+mod ml;
 #[cfg(feature = "models")]
 mod inspect;
 #[cfg(feature = "models")]
@@ -65,6 +72,19 @@ enum Command {
     #[cfg(feature = "models")]
     /// Load a safetensors checkpoint (map, copy or convert) and report time, GB/s and memory.
     LoadBench(load_bench::LoadBenchArgs),
+    #[cfg(feature = "onnx")]
+    /// Print embeddings of texts (JSON lines), for your own use or cross-backend checks.
+    Embed(embed_cmd::EmbedArgs),
+    #[cfg(feature = "onnx")]
+    /// Build exemplar banks for the similarity guard.
+    #[command(subcommand)]
+    Bank(bank_cmd::BankCommand),
+    #[cfg(feature = "onnx")]
+    /// Train a classifier head on embeddings of a labeled corpus.
+    Train(bank_cmd::TrainArgs),
+    #[cfg(feature = "onnx")]
+    /// Out-of-fold detection of pattern + ML guards on a labeled corpus.
+    Crossval(bank_cmd::CrossvalArgs),
 }
 
 /// The configuration from `--config` plus `--rules` files.
@@ -102,6 +122,14 @@ fn main() -> ExitCode {
             Command::Inspect(args) => inspect::run(args),
             #[cfg(feature = "models")]
             Command::LoadBench(args) => load_bench::run(args),
+            #[cfg(feature = "onnx")]
+            Command::Embed(args) => embed_cmd::run(args),
+            #[cfg(feature = "onnx")]
+            Command::Bank(cmd) => bank_cmd::run_bank(cmd),
+            #[cfg(feature = "onnx")]
+            Command::Train(args) => bank_cmd::run_train(args),
+            #[cfg(feature = "onnx")]
+            Command::Crossval(args) => bank_cmd::run_crossval(args, &cfg),
         }
     })();
     match result {

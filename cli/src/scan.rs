@@ -48,6 +48,9 @@ Examples:
 
 With no TEXT and no --input, prompts are read from stdin, one per line.")]
 pub struct ScanArgs {
+    #[command(flatten)]
+    guards: crate::ml::GuardArgs,
+
     /// Texts to scan, one verdict each.
     #[arg(value_name = "TEXT")]
     texts: Vec<String>,
@@ -187,7 +190,7 @@ impl<W: Write> Scanner<'_, W> {
 }
 
 pub fn run(args: &ScanArgs, cfg: &Config) -> anyhow::Result<ExitCode> {
-    let fw = crate::build_firewall(cfg)?;
+    let fw = crate::ml::build_firewall(cfg, &args.guards)?;
     let stdout = io::stdout();
     let mut s = Scanner {
         fw: &fw,

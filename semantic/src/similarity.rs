@@ -1,0 +1,58 @@
+//! The similarity guard: class-conditional kNN against an exemplar bank.
+
+use std::sync::Arc;
+
+use featherguard_core::{Embedder, Finding, Guard, GuardError, Input};
+
+use crate::findings::{check_model, scan_with, WindowScore};
+use crate::knn::KnnScorer;
+use crate::Bank;
+
+/// Flags texts whose windows are closer to the bank's attack exemplars than to its benign ones.
+/// The finding names the nearest attack family; its score is calibrated (see [`crate::Calibration`]).
+pub struct SimilarityGuard {
+    name: String,
+    embedder: Arc<dyn Embedder>,
+    bank: Arc<Bank>,
+}
+
+impl SimilarityGuard {
+    /// A guard named `similarity`.
+    pub fn new(embedder: Arc<dyn Embedder>, bank: Arc<Bank>) -> SimilarityGuard {
+        SimilarityGuard { name: "similarity".into(), embedder, bank }
+    }
+
+    pub fn with_name(mut self, name: impl Into<String>) -> SimilarityGuard {
+        self.name = name.into();
+        self
+    }
+
+    pub fn bank(&self) -> &Bank {
+        &self.bank
+    }
+}
+
+impl Guard for SimilarityGuard {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn scan(&self, input: &Input<'_>) -> Result<Vec<Finding>, GuardError> {
+        self.scan_batch(std::slice::from_ref(input)).pop().unwrap_or(Ok(Vec::new()))
+    }
+
+    fn scan_batch(&self, inputs: &[Input<'_>]) -> Vec<Result<Vec<Finding>, GuardError>> {
+        let meta = self.bank.meta();
+        if let Err(e) = check_model(&self.name, self.embedder.as_ref(), &meta.model, "exemplar bank") {
+            return inputs.iter().map(|_| Err(crate::findings::clone_err(&e))).collect();
+        }
+        let scorer = KnnScorer { k: meta.k };
+        let labels = self.bank.labels();
+        let classes = meta.classes.len();
+        scan_with(&self.name, self.embedder.as_ref(), inputs, &meta.classes, &meta.calibration, |w| {
+            let vectors = self.bank.vectors().map_err(|e| GuardError::Backend { guard: self.name.clone(), message: e.to_string() })?;
+            let s = scorer.score(vectors, labels, classes, w, |_| false);
+            Ok(WindowScore { raw: s.raw, class: s.class })
+        })
+    }
+}
