@@ -261,15 +261,21 @@ fn open_parallel(paths: &[PathBuf], threads: usize) -> Result<Vec<SafeTensorsFil
         return paths.iter().map(SafeTensorsFile::open).collect();
     }
     let per = paths.len().div_ceil(workers);
+    let open_group = |group: &[PathBuf]| -> Vec<Result<SafeTensorsFile, LoadError>> {
+        group.iter().map(SafeTensorsFile::open).collect()
+    };
+    let mut groups = paths.chunks(per);
+    let first = groups.next().unwrap_or_default();
     let results: Vec<Vec<Result<SafeTensorsFile, LoadError>>> = std::thread::scope(|s| {
-        let handles: Vec<_> = paths
-            .chunks(per)
-            .map(|group| s.spawn(move || group.iter().map(SafeTensorsFile::open).collect()))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
+        let handles: Vec<_> = groups.map(|g| s.spawn(move || open_group(g))).collect();
+        // The calling thread takes the first group instead of idling in join.
+        let mut all = vec![open_group(first)];
+        all.extend(
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))),
+        );
+        all
     });
     results.into_iter().flatten().collect()
 }
