@@ -97,7 +97,7 @@ fn check(file: Option<&PathBuf>) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(2));
             }
         },
-        None => ("<default pack>".to_string(), default_rules()?),
+        None => ("<default pack>".to_string(), default_rules()),
     };
     if let Err(e) = RuleSet::new(rules.clone()) {
         eprintln!("{name}: {e}");
@@ -111,7 +111,7 @@ fn check(file: Option<&PathBuf>) -> anyhow::Result<ExitCode> {
         writeln!(out, "{origin}: rule `{id}`: {msg}")?;
     }
     if file.is_some() {
-        let defaults = default_rules()?;
+        let defaults = default_rules();
         for r in &rules {
             if defaults.iter().any(|d| d.id == r.id) {
                 writeln!(out, "{}: note: rule `{}` replaces the default rule with the same id", r.origin, r.id)?;

@@ -5,6 +5,7 @@
 
 mod args;
 mod audit;
+mod ci;
 
 use std::process::ExitCode;
 
@@ -16,6 +17,9 @@ use crate::args::Args;
 const USAGE: &str = "usage: cargo xtask <command> [options]
 
 commands:
+  test  set up runtimes and models (idempotent), run every test step and the core audit check
+  clippy
+        cargo clippy --workspace --all-targets -D warnings, with the backends' build environment
   setup [--only onnx,torch,models] [--dir DIR] [--check] [--verify] [--python EXE]
         fetch (or with --check: report) the pinned runtimes and models
   audit [--only core,onnx,torch,full] [--runs N] [--check] [--budgets FILE] [--docs]
@@ -37,6 +41,8 @@ fn run() -> Result<ExitCode> {
     match args.command().as_deref() {
         Some("setup") => setup(args),
         Some("audit") => audit::run(args),
+        Some("test") => ci::test(),
+        Some("clippy") => ci::clippy(),
         Some("-h" | "--help" | "help") | None => {
             println!("{USAGE}");
             Ok(ExitCode::SUCCESS)
