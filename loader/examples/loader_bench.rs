@@ -8,6 +8,7 @@
 //!                                         --readahead CHUNKS --mmap
 //! loader_bench first-view PATH            median time from open to the first tensor view
 //! loader_bench memcpy PATH                memcpy of the file's bytes into pre-touched memory
+//! loader_bench fresh PATH                 time to fault in fresh memory of the file's size (THP / 4 KiB)
 //! loader_bench evict PATH                 drop the checkpoint's files from the page cache
 //! ```
 
@@ -134,6 +135,16 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                 serde_json::json!({"median_secs": times[times.len() / 2], "bytes": src.len()})
             );
         }
+        "fresh" => {
+            // The floor under any owned copy: faulting in fresh anonymous memory of the file's
+            // size (2 threads, MADV_POPULATE_WRITE), with and without transparent huge pages.
+            let len = std::fs::metadata(path()?)?.len() as usize;
+            let mut out = serde_json::Map::new();
+            for (label, huge) in [("huge_secs", true), ("small_secs", false)] {
+                out.insert(label.into(), populate_fresh(len, huge)?.into());
+            }
+            println!("{}", serde_json::Value::Object(out));
+        }
         "evict" => {
             Checkpoint::open(path()?)?.evict_page_cache()?;
             println!("{{}}");
@@ -141,6 +152,43 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         other => return Err(format!("unknown command {other}").into()),
     }
     Ok(())
+}
+
+fn populate_fresh(len: usize, huge: bool) -> std::io::Result<f64> {
+    // SAFETY: a private anonymous mapping used only here and unmapped before returning.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        if p == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        if huge {
+            libc::madvise(p, len, libc::MADV_HUGEPAGE);
+        }
+        let base = p as usize;
+        let half = (len / 2) & !4095;
+        let t = Instant::now();
+        std::thread::scope(|s| {
+            for (start, n) in [(0, half), (half, len - half)] {
+                s.spawn(move || {
+                    libc::madvise(
+                        (base + start) as *mut libc::c_void,
+                        n,
+                        libc::MADV_POPULATE_WRITE,
+                    )
+                });
+            }
+        });
+        let secs = t.elapsed().as_secs_f64();
+        libc::munmap(p, len);
+        Ok(secs)
+    }
 }
 
 fn peak_rss_bytes() -> Option<u64> {

@@ -71,7 +71,7 @@ def files_of(bench, path):
 def measure(bench, py, path, runs, cold):
     files = files_of(bench, path)
     size = sum(os.path.getsize(f) for f in files)
-    res = {k: [] for k in ["ours", "ours_4k", "ours_convert", "python", "cat"]}
+    res = {k: [] for k in ["ours", "ours_4k", "ours_convert", "python", "cat", "fresh_huge", "fresh_4k"]}
     rss = {k: [] for k in ["ours", "ours_4k", "ours_convert", "python"]}
     subprocess.run(["cat", *files], stdout=subprocess.DEVNULL, check=True)  # warm the cache
     for _ in range(runs):
@@ -90,6 +90,10 @@ def measure(bench, py, path, runs, cold):
         t = time.perf_counter()
         subprocess.run(["cat", *files], stdout=subprocess.DEVNULL, check=True)
         res["cat"].append(time.perf_counter() - t)
+        j, _, _ = run_child([bench, "fresh", files[0]])
+        scale = size / os.path.getsize(files[0])
+        res["fresh_huge"].append(j["huge_secs"] * scale)
+        res["fresh_4k"].append(j["small_secs"] * scale)
     memcpy, _, _ = run_child([bench, "memcpy", files[0]])
     # memcpy is measured on the first file; scale to the whole checkpoint.
     memcpy_secs = memcpy["median_secs"] * size / memcpy["bytes"]
@@ -130,6 +134,8 @@ def report(r):
         ("python safe_open(np) every tensor", m["python"], r["peak_rss_bytes"]["python"]),
         ("memcpy into pre-touched memory", r["memcpy_secs"], None),
         ("cat (page-cache read)", m["cat"], None),
+        ("fault in fresh memory, huge pages (floor)", m["fresh_huge"], None),
+        ("fault in fresh memory, 4 KiB pages (floor)", m["fresh_4k"], None),
     ]
     for name, secs, peak in rows:
         extra = f"  peak RSS {peak / 1e9:.2f} GB ({peak / r['bytes']:.2f}x file)" if peak else ""
