@@ -9,7 +9,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use featherguard::semantic::{
-    build_bank, family_of, out_of_fold, read_corpus, train_head, EmbeddedSet, Example, TrainOptions, BENIGN,
+    build_bank, family_of, out_of_fold, read_corpus, train_head, EmbeddedSet, Example,
+    TrainOptions, BENIGN,
 };
 use featherguard::{Action, Config};
 use featherguard_loader::sha256_file;
@@ -114,7 +115,10 @@ pub struct CrossvalArgs {
 }
 
 fn source_of(path: &Path) -> String {
-    let name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
+    let name = path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
     match sha256_file(path) {
         Ok(d) => format!("{name} (sha256 {d})"),
         Err(_) => name,
@@ -125,7 +129,12 @@ fn embed_examples(examples: &[Example], o: &EmbedOpts) -> anyhow::Result<Embedde
     let e = embedder(o.threads, o.device)?;
     let mut bar = Bar::new("embedding");
     let mut progress = |d: usize, t: usize| bar.update(d, t);
-    Ok(EmbeddedSet::embed(e.as_ref(), examples, o.batch, &mut progress)?)
+    Ok(EmbeddedSet::embed(
+        e.as_ref(),
+        examples,
+        o.batch,
+        &mut progress,
+    )?)
 }
 
 pub fn run_bank(cmd: &BankCommand) -> anyhow::Result<ExitCode> {
@@ -133,7 +142,8 @@ pub fn run_bank(cmd: &BankCommand) -> anyhow::Result<ExitCode> {
     let examples = read_corpus(&a.corpus)?;
     let set = embed_examples(&examples, &a.embed)?;
     let bank = build_bank(&set, a.k, source_of(&a.corpus), a.flag_fpr, a.block_fpr)?;
-    bank.save(&a.out).with_context(|| format!("{}: cannot write the bank", a.out.display()))?;
+    bank.save(&a.out)
+        .with_context(|| format!("{}: cannot write the bank", a.out.display()))?;
     let m = bank.meta();
     println!(
         "{}: {} exemplars {:?}, model {}, k {}, cut points flag {:.4} block {:.4} (on {} benign)",
@@ -152,9 +162,16 @@ pub fn run_bank(cmd: &BankCommand) -> anyhow::Result<ExitCode> {
 pub fn run_train(a: &TrainArgs) -> anyhow::Result<ExitCode> {
     let examples = read_corpus(&a.corpus)?;
     let set = embed_examples(&examples, &a.embed)?;
-    let options = TrainOptions { validation: a.validation, epochs: a.epochs, flag_fpr: a.flag_fpr, block_fpr: a.block_fpr, ..Default::default() };
+    let options = TrainOptions {
+        validation: a.validation,
+        epochs: a.epochs,
+        flag_fpr: a.flag_fpr,
+        block_fpr: a.block_fpr,
+        ..Default::default()
+    };
     let (head, r) = train_head(&set, options, source_of(&a.corpus))?;
-    head.save(&a.out).with_context(|| format!("{}: cannot write the head", a.out.display()))?;
+    head.save(&a.out)
+        .with_context(|| format!("{}: cannot write the head", a.out.display()))?;
     println!(
         "{}: classes {:?}; train {} / validation {} ({} benign); loss {:.4}; validation recall at block {:.1}%, at flag {:.1}%, benign FPR at block {:.2}%",
         a.out.display(),
@@ -181,20 +198,39 @@ struct Row {
 
 pub fn run_crossval(a: &CrossvalArgs, cfg: &Config) -> anyhow::Result<ExitCode> {
     let corpus = read_corpus(&a.corpus)?;
-    let trainable_item = |e: &Example| a.trainable.is_empty() || a.trainable.iter().any(|p| e.source.starts_with(p.as_str()));
+    let trainable_item = |e: &Example| {
+        a.trainable.is_empty() || a.trainable.iter().any(|p| e.source.starts_with(p.as_str()))
+    };
     let mut examples = corpus.clone();
     let mut trainable: Vec<bool> = corpus.iter().map(trainable_item).collect();
     for f in &a.extra_benign {
-        let text = std::fs::read_to_string(f).with_context(|| format!("{}: cannot read", f.display()))?;
-        for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
-            examples.push(Example { text: line.into(), class: BENIGN.into(), category: "benign:extra".into(), source: f.display().to_string() });
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("{}: cannot read", f.display()))?;
+        for line in text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        {
+            examples.push(Example {
+                text: line.into(),
+                class: BENIGN.into(),
+                category: "benign:extra".into(),
+                source: f.display().to_string(),
+            });
             trainable.push(true);
         }
     }
     let set = embed_examples(&examples, &a.embed)?;
     let mut bar = Bar::new("folds");
     let mut progress = |d: usize, t: usize| bar.update(d, t);
-    let oof = out_of_fold(&set, &trainable, a.folds, a.k, TrainOptions::default(), &mut progress)?;
+    let oof = out_of_fold(
+        &set,
+        &trainable,
+        a.folds,
+        a.k,
+        TrainOptions::default(),
+        &mut progress,
+    )?;
     let fw = crate::build_firewall(cfg)?;
     let policy = fw.policy().clone();
     let blocks = |score: f32, class: usize| {
@@ -202,7 +238,9 @@ pub fn run_crossval(a: &CrossvalArgs, cfg: &Config) -> anyhow::Result<ExitCode> 
     };
     let mut rows: BTreeMap<String, Row> = BTreeMap::new();
     let mut scores_out = match &a.scores {
-        Some(p) => Some(std::io::BufWriter::new(std::fs::File::create(p).with_context(|| format!("{}: cannot create", p.display()))?)),
+        Some(p) => Some(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("{}: cannot create", p.display()))?,
+        )),
         None => None,
     };
     for (i, e) in corpus.iter().enumerate() {
@@ -210,7 +248,14 @@ pub fn run_crossval(a: &CrossvalArgs, cfg: &Config) -> anyhow::Result<ExitCode> 
         let sim = blocks(oof.similarity[i], oof.similarity_class[i]);
         let cls = blocks(oof.classifier[i], oof.classifier_class[i]);
         let key = if e.class == BENIGN {
-            format!("benign ({})", if trainable[i] { "trainable" } else { "never trained on" })
+            format!(
+                "benign ({})",
+                if trainable[i] {
+                    "trainable"
+                } else {
+                    "never trained on"
+                }
+            )
         } else {
             e.class.clone()
         };
@@ -227,7 +272,10 @@ pub fn run_crossval(a: &CrossvalArgs, cfg: &Config) -> anyhow::Result<ExitCode> 
         }
     }
     let pct = |a: usize, n: usize| 100.0 * a as f64 / n.max(1) as f64;
-    println!("{:<34} {:>6} {:>9} {:>12} {:>12} {:>9}", "family (blocked %)", "items", "pattern", "+similarity", "+classifier", "all");
+    println!(
+        "{:<34} {:>6} {:>9} {:>12} {:>12} {:>9}",
+        "family (blocked %)", "items", "pattern", "+similarity", "+classifier", "all"
+    );
     let mut attack = Row::default();
     for (k, r) in &rows {
         println!(

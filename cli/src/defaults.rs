@@ -10,7 +10,9 @@ pub const BANK_FILE: &str = "default-bank.safetensors";
 pub const HEAD_FILE: &str = "default-head.safetensors";
 
 fn source_tree(file: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../semantic/data").join(file)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../semantic/data")
+        .join(file)
 }
 
 fn find(explicit: Option<&Path>, file: &str) -> anyhow::Result<PathBuf> {

@@ -70,7 +70,11 @@ pub fn embedder(threads: usize, device: DeviceArg) -> anyhow::Result<Arc<dyn Emb
         DeviceArg::Cpu => Device::Cpu,
         DeviceArg::Cuda => Device::Cuda(0),
     };
-    Ok(Arc::new(OnnxEmbedder::new(OnnxConfig { threads, device, ..Default::default() })))
+    Ok(Arc::new(OnnxEmbedder::new(OnnxConfig {
+        threads,
+        device,
+        ..Default::default()
+    })))
 }
 
 /// A progress bar on stderr when it is a terminal.
@@ -82,7 +86,11 @@ pub struct Bar {
 
 impl Bar {
     pub fn new(label: &'static str) -> Bar {
-        Bar { enabled: io::stderr().is_terminal(), last: Instant::now() - Duration::from_secs(1), label }
+        Bar {
+            enabled: io::stderr().is_terminal(),
+            last: Instant::now() - Duration::from_secs(1),
+            label,
+        }
     }
 
     pub fn update(&mut self, done: usize, total: usize) {
@@ -92,7 +100,12 @@ impl Bar {
         self.last = Instant::now();
         let frac = done as f64 / total.max(1) as f64;
         let filled = (frac * 30.0) as usize;
-        eprint!("\r{} [{}{}] {done}/{total}", self.label, "=".repeat(filled), " ".repeat(30 - filled));
+        eprint!(
+            "\r{} [{}{}] {done}/{total}",
+            self.label,
+            "=".repeat(filled),
+            " ".repeat(30 - filled)
+        );
         if done >= total {
             eprintln!();
         }
@@ -105,12 +118,20 @@ pub fn run(args: &EmbedArgs) -> anyhow::Result<ExitCode> {
     let embedder = embedder(args.threads, args.device)?;
     let mut items: Vec<(Value, String)> = Vec::new();
     if !args.texts.is_empty() {
-        items.extend(args.texts.iter().enumerate().map(|(i, t)| (json!(i), t.clone())));
+        items.extend(
+            args.texts
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (json!(i), t.clone())),
+        );
     } else {
         let reader: Box<dyn BufRead> = match args.input.as_deref() {
             None => Box::new(io::stdin().lock()),
             Some(p) if p.as_os_str() == "-" => Box::new(io::stdin().lock()),
-            Some(p) => Box::new(BufReader::new(std::fs::File::open(p).with_context(|| format!("{}: cannot open input", p.display()))?)),
+            Some(p) => Box::new(BufReader::new(
+                std::fs::File::open(p)
+                    .with_context(|| format!("{}: cannot open input", p.display()))?,
+            )),
         };
         for (n, line) in reader.lines().enumerate() {
             let line = line.with_context(|| format!("line {}: not valid UTF-8", n + 1))?;
@@ -118,9 +139,16 @@ pub fn run(args: &EmbedArgs) -> anyhow::Result<ExitCode> {
                 if line.trim().is_empty() {
                     continue;
                 }
-                let v: Value = serde_json::from_str(&line).with_context(|| format!("line {}: invalid JSON", n + 1))?;
-                let text = v.get("text").and_then(Value::as_str).with_context(|| format!("line {}: missing string field \"text\"", n + 1))?;
-                items.push((v.get("id").cloned().unwrap_or(json!(n + 1)), text.to_string()));
+                let v: Value = serde_json::from_str(&line)
+                    .with_context(|| format!("line {}: invalid JSON", n + 1))?;
+                let text = v
+                    .get("text")
+                    .and_then(Value::as_str)
+                    .with_context(|| format!("line {}: missing string field \"text\"", n + 1))?;
+                items.push((
+                    v.get("id").cloned().unwrap_or(json!(n + 1)),
+                    text.to_string(),
+                ));
             } else {
                 items.push((json!(n + 1), line));
             }

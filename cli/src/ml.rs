@@ -72,8 +72,16 @@ pub fn build_firewall(cfg: &Config, args: &GuardArgs) -> anyhow::Result<Firewall
 
 #[cfg(not(feature = "onnx"))]
 fn add_ml_guards(_fw: &mut Firewall, args: &GuardArgs) -> anyhow::Result<()> {
-    let names: Vec<String> = args.guards.iter().filter(|g| **g != GuardKind::Pattern).map(|g| format!("{g:?}").to_lowercase()).collect();
-    anyhow::bail!("guards {} need a featherguard built with the `onnx` feature", names.join(", "))
+    let names: Vec<String> = args
+        .guards
+        .iter()
+        .filter(|g| **g != GuardKind::Pattern)
+        .map(|g| format!("{g:?}").to_lowercase())
+        .collect();
+    anyhow::bail!(
+        "guards {} need a featherguard built with the `onnx` feature",
+        names.join(", ")
+    )
 }
 
 #[cfg(feature = "onnx")]
@@ -90,7 +98,10 @@ fn add_ml_guards(fw: &mut Firewall, args: &GuardArgs) -> anyhow::Result<()> {
             GuardKind::Similarity => {
                 let path = crate::defaults::bank(args.bank.as_deref())?;
                 let bank = Bank::open(&path)?;
-                fw.push_guard(Arc::new(SimilarityGuard::new(embedder.clone(), Arc::new(bank))));
+                fw.push_guard(Arc::new(SimilarityGuard::new(
+                    embedder.clone(),
+                    Arc::new(bank),
+                )));
             }
             GuardKind::Classifier => {
                 let path = crate::defaults::head(args.head.as_deref())?;
@@ -98,9 +109,14 @@ fn add_ml_guards(fw: &mut Firewall, args: &GuardArgs) -> anyhow::Result<()> {
                 fw.push_guard(Arc::new(HeadGuard::new(embedder.clone(), Arc::new(head))));
             }
             GuardKind::Topic => {
-                let path = args.topics.as_ref().context("the topic guard needs --topics TOPICS.toml")?;
-                let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
-                let config: TopicConfig = toml::from_str(&text).with_context(|| format!("{}: invalid topic file", path.display()))?;
+                let path = args
+                    .topics
+                    .as_ref()
+                    .context("the topic guard needs --topics TOPICS.toml")?;
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("{}: cannot read", path.display()))?;
+                let config: TopicConfig = toml::from_str(&text)
+                    .with_context(|| format!("{}: invalid topic file", path.display()))?;
                 fw.push_guard(Arc::new(TopicGuard::new(embedder.clone(), config)));
             }
         }

@@ -217,7 +217,13 @@ mod tests {
 
     #[test]
     fn pooled_is_unit_mean_of_windows() {
-        let e = Embeddings::new(2, vec![1.0, 0.0, 0.0, 1.0, 1.0, 0.0], vec![0..2, 2..3], vec![0, 0]).unwrap();
+        let e = Embeddings::new(
+            2,
+            vec![1.0, 0.0, 0.0, 1.0, 1.0, 0.0],
+            vec![0..2, 2..3],
+            vec![0, 0],
+        )
+        .unwrap();
         let p = e.pooled(0);
         assert!((p[0] - p[1]).abs() < 1e-6 && (p[0] * p[0] + p[1] * p[1] - 1.0).abs() < 1e-6);
         assert_eq!(e.windows(1).len(), 1);

@@ -101,7 +101,9 @@ pub struct OnnxEmbedder {
 
 impl std::fmt::Debug for OnnxEmbedder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OnnxEmbedder").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("OnnxEmbedder")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -114,11 +116,18 @@ fn models_missing(what: &str, reason: String) -> EmbedError {
 }
 
 fn resolve(config: &OnnxConfig) -> Result<Files, EmbedError> {
-    let tokenizer_next_to = |w: &Path| w.parent().map(|d| d.join("tokenizer.json")).filter(|p| p.is_file());
+    let tokenizer_next_to = |w: &Path| {
+        w.parent()
+            .map(|d| d.join("tokenizer.json"))
+            .filter(|p| p.is_file())
+    };
     match (&config.weights, &config.tokenizer) {
         (Some(w), t) => {
             let tokenizer = t.clone().or_else(|| tokenizer_next_to(w)).ok_or_else(|| {
-                models_missing("tokenizer", format!("no tokenizer configured and none next to {}", w.display()))
+                models_missing(
+                    "tokenizer",
+                    format!("no tokenizer configured and none next to {}", w.display()),
+                )
             })?;
             Ok(Files {
                 weights: w.clone(),
@@ -127,8 +136,11 @@ fn resolve(config: &OnnxConfig) -> Result<Files, EmbedError> {
             })
         }
         (None, t) => {
-            let layout = Layout::discover().map_err(|e| models_missing("all-MiniLM-L6-v2", e.to_string()))?;
-            let m = layout.find_minilm().map_err(|e| models_missing("all-MiniLM-L6-v2", e.to_string()))?;
+            let layout = Layout::discover()
+                .map_err(|e| models_missing("all-MiniLM-L6-v2", e.to_string()))?;
+            let m = layout
+                .find_minilm()
+                .map_err(|e| models_missing("all-MiniLM-L6-v2", e.to_string()))?;
             let pinned = catalog::spec(Component::Models)
                 .files()
                 .find(|f| f.dest == catalog::MINILM_SAFETENSORS)
@@ -148,11 +160,13 @@ fn backend(e: impl std::fmt::Display) -> EmbedError {
 
 fn tokenize_error(e: TokenizeError) -> EmbedError {
     match e {
-        TokenizeError::Load { .. } | TokenizeError::MissingToken { .. } => EmbedError::Unavailable {
-            what: "tokenizer".into(),
-            reason: e.to_string(),
-            fix: "run `featherguard setup --only models`".into(),
-        },
+        TokenizeError::Load { .. } | TokenizeError::MissingToken { .. } => {
+            EmbedError::Unavailable {
+                what: "tokenizer".into(),
+                reason: e.to_string(),
+                fix: "run `featherguard setup --only models`".into(),
+            }
+        }
         TokenizeError::TooManyWindows { .. } => EmbedError::InputRejected(e.to_string()),
         TokenizeError::Config(_) | TokenizeError::Encode(_) => EmbedError::Backend(e.to_string()),
     }
@@ -191,7 +205,11 @@ impl OnnxEmbedder {
 
     /// The execution provider running now, `None` when not loaded.
     pub fn provider(&self) -> Option<String> {
-        self.lock().stats.as_ref().filter(|s| s.loaded).map(|s| s.provider.clone())
+        self.lock()
+            .stats
+            .as_ref()
+            .filter(|s| s.loaded)
+            .map(|s| s.provider.clone())
     }
 
     fn load_into(&self, slot: &mut Slot) -> Result<(), EmbedError> {
@@ -207,7 +225,9 @@ impl OnnxEmbedder {
         let (tokenizer, session) = std::thread::scope(|s| {
             let tok = s.spawn(|| TextTokenizer::from_file(&files.tokenizer, self.config.windows));
             let session = self.build_session(&env, &graph);
-            let tok = tok.join().unwrap_or_else(|_| Err(TokenizeError::Encode("tokenizer loader panicked".into())));
+            let tok = tok
+                .join()
+                .unwrap_or_else(|_| Err(TokenizeError::Encode("tokenizer loader panicked".into())));
             (tok, session)
         });
         let tokenizer = tokenizer.map_err(tokenize_error)?;
@@ -222,7 +242,11 @@ impl OnnxEmbedder {
             as usize;
         trim_heap();
         let after = Rss::now();
-        slot.loaded = Some(Loaded { session, tokenizer, dim });
+        slot.loaded = Some(Loaded {
+            session,
+            tokenizer,
+            dim,
+        });
         slot.stats = Some(LoadStats {
             loaded: true,
             loaded_at: Some(SystemTime::now()),
@@ -234,9 +258,15 @@ impl OnnxEmbedder {
         Ok(())
     }
 
-    fn build_session(&self, env: &ort::environment::Environment, graph: &Path) -> Result<(Session, String), EmbedError> {
+    fn build_session(
+        &self,
+        env: &ort::environment::Environment,
+        graph: &Path,
+    ) -> Result<(Session, String), EmbedError> {
         let c = &self.config;
-        let fail = |e: ort::Error<ort::session::builder::SessionBuilder>| backend(format!("{}: {e}", graph.display()));
+        let fail = |e: ort::Error<ort::session::builder::SessionBuilder>| {
+            backend(format!("{}: {e}", graph.display()))
+        };
         let mut builder = Session::builder(env)
             .map_err(backend)?
             .with_optimization_level(GraphOptimizationLevel::Level3)
@@ -255,7 +285,9 @@ impl OnnxEmbedder {
             .map_err(fail)?;
         let provider = match c.device {
             Device::Cpu => {
-                let ep = ort::ep::CPU::default().with_arena_allocator(c.arena).build();
+                let ep = ort::ep::CPU::default()
+                    .with_arena_allocator(c.arena)
+                    .build();
                 builder = builder.with_execution_providers([ep]).map_err(fail)?;
                 "cpu".to_string()
             }
@@ -268,22 +300,32 @@ impl OnnxEmbedder {
                 format!("cuda:{id}")
             }
         };
-        let session = builder.commit_from_file(graph).map_err(|e| backend(format!("{}: {e}", graph.display())))?;
+        let session = builder
+            .commit_from_file(graph)
+            .map_err(|e| backend(format!("{}: {e}", graph.display())))?;
         Ok((session, provider))
     }
 
     fn run(loaded: &mut Loaded, rows: &[&Row], out: &mut [f32]) -> Result<(), EmbedError> {
         let batch = loaded.tokenizer.pad_rows(rows, Vec::new(), Vec::new());
         let shape = [batch.rows as i64, batch.seq_len as i64];
-        let ids = TensorRef::from_array_view((shape, batch.input_ids.as_slice())).map_err(backend)?;
-        let mask = TensorRef::from_array_view((shape, batch.attention_mask.as_slice())).map_err(backend)?;
+        let ids =
+            TensorRef::from_array_view((shape, batch.input_ids.as_slice())).map_err(backend)?;
+        let mask = TensorRef::from_array_view((shape, batch.attention_mask.as_slice()))
+            .map_err(backend)?;
         let outputs = loaded
             .session
             .run(ort::inputs!["input_ids" => ids, "attention_mask" => mask])
             .map_err(backend)?;
-        let (_, values) = outputs[OUTPUT].try_extract_tensor::<f32>().map_err(backend)?;
+        let (_, values) = outputs[OUTPUT]
+            .try_extract_tensor::<f32>()
+            .map_err(backend)?;
         if values.len() != out.len() {
-            return Err(backend(format!("model returned {} values for {} rows", values.len(), rows.len())));
+            return Err(backend(format!(
+                "model returned {} values for {} rows",
+                values.len(),
+                rows.len()
+            )));
         }
         out.copy_from_slice(values);
         Ok(())
@@ -291,22 +333,35 @@ impl OnnxEmbedder {
 }
 
 #[cfg(feature = "cuda")]
-fn cuda(builder: ort::session::builder::SessionBuilder, id: i32) -> Result<ort::session::builder::SessionBuilder, String> {
+fn cuda(
+    builder: ort::session::builder::SessionBuilder,
+    id: i32,
+) -> Result<ort::session::builder::SessionBuilder, String> {
     // error_on_failure: ort would otherwise fall back to the CPU silently.
-    let ep = ort::ep::CUDA::default().with_device_id(id).build().error_on_failure();
-    builder.with_execution_providers([ep]).map_err(|e| e.to_string())
+    let ep = ort::ep::CUDA::default()
+        .with_device_id(id)
+        .build()
+        .error_on_failure();
+    builder
+        .with_execution_providers([ep])
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(not(feature = "cuda"))]
-fn cuda(_builder: ort::session::builder::SessionBuilder, _id: i32) -> Result<ort::session::builder::SessionBuilder, String> {
+fn cuda(
+    _builder: ort::session::builder::SessionBuilder,
+    _id: i32,
+) -> Result<ort::session::builder::SessionBuilder, String> {
     Err("this build of featherguard-onnx has no `cuda` feature".into())
 }
 
 /// Generates the graph for `weights` and writes it next to them unless an identical file is
 /// already there (the bytes depend only on the weights' header and the spec).
 pub fn prepare_graph(weights: &Path, spec: EncoderSpec) -> Result<PathBuf, EmbedError> {
-    let file = SafeTensorsFile::open(weights).map_err(|e| models_missing("model weights", e.to_string()))?;
-    let exported = export_encoder(weights, file.header(), spec).map_err(|e| models_missing("model weights", e.to_string()))?;
+    let file = SafeTensorsFile::open(weights)
+        .map_err(|e| models_missing("model weights", e.to_string()))?;
+    let exported = export_encoder(weights, file.header(), spec)
+        .map_err(|e| models_missing("model weights", e.to_string()))?;
     let dir = weights.parent().unwrap_or(Path::new("."));
     let path = dir.join(GRAPH_FILE);
     if std::fs::read(&path).ok().as_deref() == Some(exported.onnx.as_slice()) {
@@ -321,7 +376,10 @@ pub fn prepare_graph(weights: &Path, spec: EncoderSpec) -> Result<PathBuf, Embed
             EmbedError::Unavailable {
                 what: "ONNX graph".into(),
                 reason: format!("cannot write {}: {e}", path.display()),
-                fix: format!("make {} writable (the graph must sit next to the weights it points into)", dir.display()),
+                fix: format!(
+                    "make {} writable (the graph must sit next to the weights it points into)",
+                    dir.display()
+                ),
             }
         })?;
     Ok(path)
@@ -333,11 +391,17 @@ impl Embedder for OnnxEmbedder {
             let (sha256, dim) = match self.files() {
                 Ok(f) => {
                     let sha = f.pinned_sha256.map(str::to_string).unwrap_or_else(|| {
-                        sha256_file(&f.weights).map(|d| d.to_string()).unwrap_or_else(|_| "unknown".into())
+                        sha256_file(&f.weights)
+                            .map(|d| d.to_string())
+                            .unwrap_or_else(|_| "unknown".into())
                     });
                     let dim = SafeTensorsFile::open(&f.weights)
                         .ok()
-                        .and_then(|s| s.header().get("embeddings.word_embeddings.weight").map(|t| t.shape[1]))
+                        .and_then(|s| {
+                            s.header()
+                                .get("embeddings.word_embeddings.weight")
+                                .map(|t| t.shape[1])
+                        })
                         .unwrap_or(0);
                     (sha, dim)
                 }

@@ -36,7 +36,10 @@ impl Default for EncoderSpec {
 pub enum ExportError {
     /// Tensors are missing or have the wrong dtype, shape or alignment; every problem is listed.
     #[error("{}: not a BERT encoder checkpoint this exporter supports:\n  {}", path.display(), problems.join("\n  "))]
-    Checkpoint { path: PathBuf, problems: Vec<String> },
+    Checkpoint {
+        path: PathBuf,
+        problems: Vec<String>,
+    },
 }
 
 /// Shapes read from the checkpoint.
@@ -57,7 +60,11 @@ pub struct Exported {
 
 /// Builds the graph for the checkpoint at `weights` whose parsed header is `header`. The graph
 /// refers to the weights by file name, so it must be written into the same directory.
-pub fn export_encoder(weights: &Path, header: &Header, spec: EncoderSpec) -> Result<Exported, ExportError> {
+pub fn export_encoder(
+    weights: &Path,
+    header: &Header,
+    spec: EncoderSpec,
+) -> Result<Exported, ExportError> {
     let mut problems = Vec::new();
     let shape = read_shape(header, &mut problems);
     if let Some(s) = shape {
@@ -97,7 +104,11 @@ pub fn export_encoder(weights: &Path, header: &Header, spec: EncoderSpec) -> Res
     graph.msg(11, &value_info("attention_mask", Elem::I64, &bs));
     graph.msg(
         12,
-        &value_info(&out, Elem::F32, &[Dim::Named("batch"), Dim::Fixed(shape.hidden as i64)]),
+        &value_info(
+            &out,
+            Elem::F32,
+            &[Dim::Named("batch"), Dim::Fixed(shape.hidden as i64)],
+        ),
     );
     let mut opset = Msg::new();
     opset.str(1, "").int(2, 17);
@@ -123,19 +134,29 @@ fn read_shape(h: &Header, problems: &mut Vec<String>) -> Option<EncoderShape> {
         dims("embeddings.word_embeddings.weight"),
         dims("embeddings.position_embeddings.weight"),
     ) else {
-        problems.push("missing embeddings.word_embeddings.weight or embeddings.position_embeddings.weight".into());
+        problems.push(
+            "missing embeddings.word_embeddings.weight or embeddings.position_embeddings.weight"
+                .into(),
+        );
         return None;
     };
     let inter = dims("encoder.layer.0.intermediate.dense.weight");
-    let layers = (0..).take_while(|i| h.get(&format!("encoder.layer.{i}.attention.self.query.weight")).is_some()).count();
+    let layers = (0..)
+        .take_while(|i| {
+            h.get(&format!("encoder.layer.{i}.attention.self.query.weight"))
+                .is_some()
+        })
+        .count();
     match (we.as_slice(), pe.as_slice(), inter.as_deref()) {
-        ([vocab, hidden], [max_positions, _], Some([intermediate, _])) if layers > 0 => Some(EncoderShape {
-            vocab: *vocab,
-            hidden: *hidden,
-            intermediate: *intermediate,
-            layers,
-            max_positions: *max_positions,
-        }),
+        ([vocab, hidden], [max_positions, _], Some([intermediate, _])) if layers > 0 => {
+            Some(EncoderShape {
+                vocab: *vocab,
+                hidden: *hidden,
+                intermediate: *intermediate,
+                layers,
+                max_positions: *max_positions,
+            })
+        }
         _ => {
             problems.push(format!(
                 "cannot read the architecture: word embeddings {we:?}, positions {pe:?}, intermediate {inter:?}, {layers} layers"
@@ -149,8 +170,14 @@ fn read_shape(h: &Header, problems: &mut Vec<String>) -> Option<EncoderShape> {
 fn expected_tensors(s: EncoderShape) -> Vec<(String, Vec<usize>)> {
     let (h, i) = (s.hidden, s.intermediate);
     let mut v = vec![
-        ("embeddings.word_embeddings.weight".to_string(), vec![s.vocab, h]),
-        ("embeddings.position_embeddings.weight".into(), vec![s.max_positions, h]),
+        (
+            "embeddings.word_embeddings.weight".to_string(),
+            vec![s.vocab, h],
+        ),
+        (
+            "embeddings.position_embeddings.weight".into(),
+            vec![s.max_positions, h],
+        ),
         ("embeddings.token_type_embeddings.weight".into(), vec![2, h]),
         ("embeddings.LayerNorm.weight".into(), vec![h]),
         ("embeddings.LayerNorm.bias".into(), vec![h]),
@@ -183,17 +210,25 @@ fn expected_tensors(s: EncoderShape) -> Vec<(String, Vec<usize>)> {
 
 fn check_tensors(h: &Header, s: EncoderShape, spec: EncoderSpec, problems: &mut Vec<String>) {
     if spec.heads == 0 || s.hidden % spec.heads != 0 {
-        problems.push(format!("{} heads do not divide hidden size {}", spec.heads, s.hidden));
+        problems.push(format!(
+            "{} heads do not divide hidden size {}",
+            spec.heads, s.hidden
+        ));
     }
     for (name, shape) in expected_tensors(s) {
         match h.get(&name) {
             None => problems.push(format!("{name}: missing")),
-            Some(t) if t.dtype != Dtype::F32 => problems.push(format!("{name}: dtype {} (need F32)", t.dtype)),
-            Some(t) if t.shape != shape => problems.push(format!("{name}: shape {:?} (need {shape:?})", t.shape)),
-            // f32 data must be 4-byte aligned in the file for the runtime to use it in place.
-            Some(t) if (h.data_start() + t.data_offsets.0) % 4 != 0 => {
-                problems.push(format!("{name}: data at file offset {} is not 4-byte aligned", h.data_start() + t.data_offsets.0))
+            Some(t) if t.dtype != Dtype::F32 => {
+                problems.push(format!("{name}: dtype {} (need F32)", t.dtype))
             }
+            Some(t) if t.shape != shape => {
+                problems.push(format!("{name}: shape {:?} (need {shape:?})", t.shape))
+            }
+            // f32 data must be 4-byte aligned in the file for the runtime to use it in place.
+            Some(t) if (h.data_start() + t.data_offsets.0) % 4 != 0 => problems.push(format!(
+                "{name}: data at file offset {} is not 4-byte aligned",
+                h.data_start() + t.data_offsets.0
+            )),
             Some(_) => {}
         }
     }
@@ -225,7 +260,14 @@ impl Graph<'_> {
         let dims: Vec<i64> = t.shape.iter().map(|d| *d as i64).collect();
         let offset = (self.header.data_start() + t.data_offsets.0) as u64;
         let len = (t.data_offsets.1 - t.data_offsets.0) as u64;
-        self.inits.push(tensor_external(name, Elem::F32, &dims, &self.location, offset, len));
+        self.inits.push(tensor_external(
+            name,
+            Elem::F32,
+            &dims,
+            &self.location,
+            offset,
+            len,
+        ));
         name.to_string()
     }
 
@@ -238,7 +280,8 @@ impl Graph<'_> {
 
     fn const_f32(&mut self, hint: &str, v: f32) -> String {
         let name = self.tmp(hint);
-        self.inits.push(tensor_inline(&name, Elem::F32, &[], &v.to_le_bytes()));
+        self.inits
+            .push(tensor_inline(&name, Elem::F32, &[], &v.to_le_bytes()));
         name
     }
 
@@ -267,14 +310,29 @@ impl Graph<'_> {
         // Shapes computed from the input at run time: [batch, seq].
         let shape_bs = self.op("Shape", &["input_ids"], &[], "shape");
         let one_idx = self.const_i64("idx1", &[], &[1]);
-        let seq = self.op("Gather", &[&shape_bs, &one_idx], &[("axis", Attr::Int(0))], "seq");
+        let seq = self.op(
+            "Gather",
+            &[&shape_bs, &one_idx],
+            &[("axis", Attr::Int(0))],
+            "seq",
+        );
         let zero = self.const_i64("zero", &[], &[0]);
         let one = self.const_i64("one", &[], &[1]);
         let positions = self.op("Range", &[&zero, &seq, &one], &[], "pos");
         let heads_dims = self.const_i64("heads_dims", &[2], &[heads, head_dim]);
-        let shape_bshd = self.op("Concat", &[&shape_bs, &heads_dims], &[("axis", Attr::Int(0))], "bshd");
+        let shape_bshd = self.op(
+            "Concat",
+            &[&shape_bs, &heads_dims],
+            &[("axis", Attr::Int(0))],
+            "bshd",
+        );
         let hidden_dim = self.const_i64("hidden_dim", &[1], &[h]);
-        let shape_bsh = self.op("Concat", &[&shape_bs, &hidden_dim], &[("axis", Attr::Int(0))], "bsh");
+        let shape_bsh = self.op(
+            "Concat",
+            &[&shape_bs, &hidden_dim],
+            &[("axis", Attr::Int(0))],
+            "bsh",
+        );
         let flat = self.const_i64("flat", &[2], &[-1, h]);
 
         // Embeddings: word + position + token type 0, then LayerNorm; rows flattened to [B*S, H].
@@ -290,7 +348,12 @@ impl Graph<'_> {
         let mut x = self.layer_norm(&sum, "embeddings.LayerNorm", spec.layer_norm_eps);
 
         // Additive attention mask: 0 for tokens, -10000 for padding, shaped [B, 1, 1, S].
-        let maskf = self.op("Cast", &["attention_mask"], &[("to", Attr::Int(Elem::F32 as i64))], "maskf");
+        let maskf = self.op(
+            "Cast",
+            &["attention_mask"],
+            &[("to", Attr::Int(Elem::F32 as i64))],
+            "maskf",
+        );
         let onef = self.const_f32("onef", 1.0);
         let inv = self.op("Sub", &[&onef, &maskf], &[], "inv");
         let big = self.const_f32("neg", -10000.0);
@@ -310,18 +373,42 @@ impl Graph<'_> {
             let q = self.op("Reshape", &[&q, &shape_bshd], &[], "q4");
             let k = self.op("Reshape", &[&k, &shape_bshd], &[], "k4");
             let v = self.op("Reshape", &[&v, &shape_bshd], &[], "v4");
-            let q = self.op("Transpose", &[&q], &[("perm", Attr::Ints(&[0, 2, 1, 3]))], "qt");
-            let k = self.op("Transpose", &[&k], &[("perm", Attr::Ints(&[0, 2, 3, 1]))], "kt");
-            let v = self.op("Transpose", &[&v], &[("perm", Attr::Ints(&[0, 2, 1, 3]))], "vt");
+            let q = self.op(
+                "Transpose",
+                &[&q],
+                &[("perm", Attr::Ints(&[0, 2, 1, 3]))],
+                "qt",
+            );
+            let k = self.op(
+                "Transpose",
+                &[&k],
+                &[("perm", Attr::Ints(&[0, 2, 3, 1]))],
+                "kt",
+            );
+            let v = self.op(
+                "Transpose",
+                &[&v],
+                &[("perm", Attr::Ints(&[0, 2, 1, 3]))],
+                "vt",
+            );
             let scores = self.op("MatMul", &[&q, &k], &[], "scores");
             let scores = self.op("Add", &[&scores, &bias], &[], "masked");
             let probs = self.op("Softmax", &[&scores], &[("axis", Attr::Int(-1))], "probs");
             let ctx = self.op("MatMul", &[&probs, &v], &[], "ctx");
-            let ctx = self.op("Transpose", &[&ctx], &[("perm", Attr::Ints(&[0, 2, 1, 3]))], "ctxt");
+            let ctx = self.op(
+                "Transpose",
+                &[&ctx],
+                &[("perm", Attr::Ints(&[0, 2, 1, 3]))],
+                "ctxt",
+            );
             let ctx = self.op("Reshape", &[&ctx, &flat], &[], "ctx2d");
             let attn = self.linear(&ctx, &format!("{p}.attention.output.dense"));
             let res = self.op("Add", &[&attn, &x], &[], "res1");
-            let x1 = self.layer_norm(&res, &format!("{p}.attention.output.LayerNorm"), spec.layer_norm_eps);
+            let x1 = self.layer_norm(
+                &res,
+                &format!("{p}.attention.output.LayerNorm"),
+                spec.layer_norm_eps,
+            );
             // GELU (erf form, as BERT): 0.5 * y * (1 + erf(y / sqrt 2)); ORT fuses it into one kernel.
             let y = self.linear(&x1, &format!("{p}.intermediate.dense"));
             let d = self.op("Div", &[&y, &sqrt2], &[], "gdiv");
@@ -340,11 +427,22 @@ impl Graph<'_> {
         let mask3 = self.op("Unsqueeze", &[&maskf, &axes2], &[], "mask3");
         let masked = self.op("Mul", &[&x3, &mask3], &[], "masked_hidden");
         let axes1 = self.const_i64("axes1", &[1], &[1]);
-        let summed = self.op("ReduceSum", &[&masked, &axes1], &[("keepdims", Attr::Int(0))], "summed");
-        let count = self.op("ReduceSum", &[&mask3, &axes1], &[("keepdims", Attr::Int(0))], "count");
+        let summed = self.op(
+            "ReduceSum",
+            &[&masked, &axes1],
+            &[("keepdims", Attr::Int(0))],
+            "summed",
+        );
+        let count = self.op(
+            "ReduceSum",
+            &[&mask3, &axes1],
+            &[("keepdims", Attr::Int(0))],
+            "count",
+        );
         let tiny = self.const_f32("tiny", 1e-9);
         let count = self.op("Max", &[&count, &tiny], &[], "count_pos");
-        self.nodes.push(node("Div", "", &[&summed, &count], &[OUTPUT], &[]));
+        self.nodes
+            .push(node("Div", "", &[&summed, &count], &[OUTPUT], &[]));
         OUTPUT.to_string()
     }
 }
@@ -365,7 +463,10 @@ mod tests {
             max_positions: 16,
         };
         let tensors = expected_tensors(s);
-        let data: Vec<Vec<f32>> = tensors.iter().map(|(_, sh)| vec![0.5; sh.iter().product()]).collect();
+        let data: Vec<Vec<f32>> = tensors
+            .iter()
+            .map(|(_, sh)| vec![0.5; sh.iter().product()])
+            .collect();
         let list: Vec<TensorData<'_>> = tensors
             .iter()
             .zip(&data)
@@ -379,26 +480,48 @@ mod tests {
     fn exports_a_checkpoint_with_external_offsets() {
         let bytes = tiny_checkpoint(None);
         let header = Header::parse(Path::new("tiny.safetensors"), &bytes).unwrap();
-        let spec = EncoderSpec { heads: 2, layer_norm_eps: 1e-12 };
+        let spec = EncoderSpec {
+            heads: 2,
+            layer_norm_eps: 1e-12,
+        };
         let e = export_encoder(Path::new("/x/tiny.safetensors"), &header, spec).unwrap();
         assert_eq!(e.shape.layers, 2);
         let text = String::from_utf8_lossy(&e.onnx);
-        assert!(text.contains("tiny.safetensors") && text.contains("Gemm") && text.contains(OUTPUT));
+        assert!(
+            text.contains("tiny.safetensors") && text.contains("Gemm") && text.contains(OUTPUT)
+        );
     }
 
     #[test]
     fn missing_tensors_are_all_named() {
         let bytes = tiny_checkpoint(Some("encoder.layer.1.output.dense.bias"));
         let header = Header::parse(Path::new("tiny.safetensors"), &bytes).unwrap();
-        let err = export_encoder(Path::new("tiny.safetensors"), &header, EncoderSpec { heads: 2, layer_norm_eps: 1e-12 })
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(err.contains("encoder.layer.1.output.dense.bias: missing"), "{err}");
-        let err = export_encoder(Path::new("tiny.safetensors"), &header, EncoderSpec { heads: 3, layer_norm_eps: 1e-12 })
-            .err()
-            .unwrap()
-            .to_string();
+        let err = export_encoder(
+            Path::new("tiny.safetensors"),
+            &header,
+            EncoderSpec {
+                heads: 2,
+                layer_norm_eps: 1e-12,
+            },
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(
+            err.contains("encoder.layer.1.output.dense.bias: missing"),
+            "{err}"
+        );
+        let err = export_encoder(
+            Path::new("tiny.safetensors"),
+            &header,
+            EncoderSpec {
+                heads: 3,
+                layer_norm_eps: 1e-12,
+            },
+        )
+        .err()
+        .unwrap()
+        .to_string();
         assert!(err.contains("heads do not divide"), "{err}");
     }
 }

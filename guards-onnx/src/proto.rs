@@ -75,7 +75,13 @@ pub enum Attr<'a> {
 }
 
 /// `NodeProto`.
-pub fn node(op: &str, domain: &str, inputs: &[&str], outputs: &[&str], attrs: &[(&str, Attr<'_>)]) -> Msg {
+pub fn node(
+    op: &str,
+    domain: &str,
+    inputs: &[&str],
+    outputs: &[&str],
+    attrs: &[(&str, Attr<'_>)],
+) -> Msg {
     let mut m = Msg::new();
     inputs.iter().for_each(|i| {
         m.str(1, i);
@@ -116,7 +122,14 @@ pub fn tensor_inline(name: &str, elem: Elem, dims: &[i64], raw: &[u8]) -> Msg {
 }
 
 /// `TensorProto` whose bytes live in `location` (relative to the model file) at `offset`.
-pub fn tensor_external(name: &str, elem: Elem, dims: &[i64], location: &str, offset: u64, length: u64) -> Msg {
+pub fn tensor_external(
+    name: &str,
+    elem: Elem,
+    dims: &[i64],
+    location: &str,
+    offset: u64,
+    length: u64,
+) -> Msg {
     let mut m = Msg::new();
     dims.iter().for_each(|d| {
         m.int(1, *d);

@@ -28,7 +28,10 @@ pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, EmbedError> {
             Ok(Err(e)) => tried.push(e.to_string()),
             Err(e) => tried.push(e.to_string()),
         }
-        if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_owned)) {
+        if let Some(dir) = std::env::current_exe()
+            .ok()
+            .and_then(|e| e.parent().map(Path::to_owned))
+        {
             candidates.push((dir.join(LIBRARY_NAME), "next to the binary"));
         }
     }

@@ -47,13 +47,22 @@ pub struct Bank {
 
 impl std::fmt::Debug for Bank {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Bank").field("meta", &self.meta).field("rows", &self.labels.len()).finish()
+        f.debug_struct("Bank")
+            .field("meta", &self.meta)
+            .field("rows", &self.labels.len())
+            .finish()
     }
 }
 
 /// Builds a bank from an embedded set: one pooled vector per example; calibration by
 /// leave-one-out scores of the benign exemplars.
-pub fn build_bank(set: &EmbeddedSet, k: usize, source: String, flag_fpr: f32, block_fpr: f32) -> Result<Bank, SemanticError> {
+pub fn build_bank(
+    set: &EmbeddedSet,
+    k: usize,
+    source: String,
+    flag_fpr: f32,
+    block_fpr: f32,
+) -> Result<Bank, SemanticError> {
     let counts = set.counts();
     if !counts.contains_key(BENIGN) || counts.len() < 2 {
         return Err(SemanticError::Data(format!(
@@ -64,7 +73,17 @@ pub fn build_bank(set: &EmbeddedSet, k: usize, source: String, flag_fpr: f32, bl
     let d = set.dim();
     let benign_raw: Vec<f32> = (0..set.len())
         .filter(|&i| set.labels[i] == 0)
-        .map(|i| scorer.score(&set.pooled, &set.labels, set.classes.len(), &set.pooled[i * d..(i + 1) * d], |r| r == i).raw)
+        .map(|i| {
+            scorer
+                .score(
+                    &set.pooled,
+                    &set.labels,
+                    set.classes.len(),
+                    &set.pooled[i * d..(i + 1) * d],
+                    |r| r == i,
+                )
+                .raw
+        })
         .collect();
     let calibration = Calibration::fit(&benign_raw, flag_fpr, block_fpr)
         .ok_or_else(|| SemanticError::Data("no benign examples to calibrate on".into()))?;
@@ -123,7 +142,10 @@ impl Bank {
         let mut m = BTreeMap::new();
         m.insert("featherguard.kind".into(), KIND.into());
         model_metadata(&self.meta.model, &mut m);
-        m.insert("bank.meta".into(), serde_json::to_string(&self.meta).expect("plain data serializes"));
+        m.insert(
+            "bank.meta".into(),
+            serde_json::to_string(&self.meta).expect("plain data serializes"),
+        );
         write_safetensors(
             path,
             &[
@@ -137,11 +159,17 @@ impl Bank {
 
     /// Maps a bank file and checks its tensors against its metadata.
     pub fn open(path: &Path) -> Result<Bank, SemanticError> {
-        let invalid = |reason: String| SemanticError::Invalid { path: path.to_owned(), reason, rebuild: REBUILD };
+        let invalid = |reason: String| SemanticError::Invalid {
+            path: path.to_owned(),
+            reason,
+            rebuild: REBUILD,
+        };
         let file = SafeTensorsFile::open(path)?;
         let md = file.header().metadata().clone();
         if md.get("featherguard.kind").map(String::as_str) != Some(KIND) {
-            return Err(invalid(format!("not a featherguard bank (featherguard.kind is not {KIND})")));
+            return Err(invalid(format!(
+                "not a featherguard bank (featherguard.kind is not {KIND})"
+            )));
         }
         let model = read_model(path, &md, REBUILD)?;
         let meta: BankMeta = serde_json::from_str(md.get("bank.meta").map_or("", String::as_str))
@@ -151,15 +179,30 @@ impl Bank {
         }
         let emb = file.tensor("embeddings")?;
         let labels = file.tensor("labels")?;
-        if emb.shape() != [labels.shape().first().copied().unwrap_or(usize::MAX), model.dim] {
-            return Err(invalid(format!("embeddings {:?} and labels {:?} disagree with dim {}", emb.shape(), labels.shape(), model.dim)));
+        if emb.shape()
+            != [
+                labels.shape().first().copied().unwrap_or(usize::MAX),
+                model.dim,
+            ]
+        {
+            return Err(invalid(format!(
+                "embeddings {:?} and labels {:?} disagree with dim {}",
+                emb.shape(),
+                labels.shape(),
+                model.dim
+            )));
         }
         emb.as_slice::<f32>()?;
         let labels: Vec<u16> = labels.as_slice::<u16>()?.to_vec();
         if let Some(bad) = labels.iter().find(|l| **l as usize >= meta.classes.len()) {
             return Err(invalid(format!("label {bad} has no class name")));
         }
-        Ok(Bank { meta, vectors: Vectors::Mapped(file), labels, path: Some(path.to_owned()) })
+        Ok(Bank {
+            meta,
+            vectors: Vectors::Mapped(file),
+            labels,
+            path: Some(path.to_owned()),
+        })
     }
 }
 
@@ -181,7 +224,11 @@ pub(crate) mod tests {
         let data: Vec<f32> = pts.iter().flat_map(|p| [p.0, p.1]).collect();
         let spans = (0..pts.len()).map(|i| i..i + 1).collect();
         EmbeddedSet {
-            model: ModelId { name: "toy".into(), sha256: "00".into(), dim: 2 },
+            model: ModelId {
+                name: "toy".into(),
+                sha256: "00".into(),
+                dim: 2,
+            },
             classes: vec![BENIGN.into(), "jailbreak".into()],
             labels: pts.iter().map(|p| p.2).collect(),
             windows: Embeddings::new(2, data.clone(), spans, vec![0; pts.len()]).unwrap(),

@@ -29,7 +29,11 @@ impl Calibration {
         if benign_raw.is_empty() {
             return None;
         }
-        let mut s: Vec<f32> = benign_raw.iter().copied().filter(|x| x.is_finite()).collect();
+        let mut s: Vec<f32> = benign_raw
+            .iter()
+            .copied()
+            .filter(|x| x.is_finite())
+            .collect();
         s.sort_by(|a, b| b.total_cmp(a));
         let cut = |fpr: f32| {
             // Allowed benign hits at this rate; the cut sits just above the next-highest score.

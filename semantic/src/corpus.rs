@@ -21,15 +21,26 @@ pub struct Example {
 /// Reads a labeled corpus. Every attack family must be one [`family_of`] knows; blank lines are
 /// skipped; any malformed line is an error naming the line.
 pub fn read_corpus(path: &Path) -> Result<Vec<Example>, SemanticError> {
-    let file = std::fs::File::open(path).map_err(|source| SemanticError::Io { path: path.to_owned(), source })?;
+    let file = std::fs::File::open(path).map_err(|source| SemanticError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
     let mut out = Vec::new();
     for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line = line.map_err(|source| SemanticError::Io { path: path.to_owned(), source })?;
+        let line = line.map_err(|source| SemanticError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
         if line.trim().is_empty() {
             continue;
         }
-        let bad = |reason: String| SemanticError::Corpus { path: path.to_owned(), line: i + 1, reason };
-        let v: serde_json::Value = serde_json::from_str(&line).map_err(|e| bad(format!("invalid JSON: {e}")))?;
+        let bad = |reason: String| SemanticError::Corpus {
+            path: path.to_owned(),
+            line: i + 1,
+            reason,
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(&line).map_err(|e| bad(format!("invalid JSON: {e}")))?;
         let field = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
         let text = v
             .get("text")
@@ -50,9 +61,18 @@ pub fn read_corpus(path: &Path) -> Result<Vec<Example>, SemanticError> {
                 }
                 fam
             }
-            other => return Err(bad(format!("label must be \"attack\" or \"benign\", got {other:?}"))),
+            other => {
+                return Err(bad(format!(
+                    "label must be \"attack\" or \"benign\", got {other:?}"
+                )))
+            }
         };
-        out.push(Example { text, class, category, source: field("source") });
+        out.push(Example {
+            text,
+            class,
+            category,
+            source: field("source"),
+        });
     }
     Ok(out)
 }
@@ -73,7 +93,11 @@ mod tests {
         let ex = read_corpus(&p).unwrap();
         assert_eq!(ex.len(), 2);
         assert_eq!(ex[1].class, "jailbreak");
-        std::fs::write(&p, "{\"text\":\"x\",\"label\":\"attack\",\"category\":\"weird\"}\n").unwrap();
+        std::fs::write(
+            &p,
+            "{\"text\":\"x\",\"label\":\"attack\",\"category\":\"weird\"}\n",
+        )
+        .unwrap();
         let err = read_corpus(&p).unwrap_err().to_string();
         assert!(err.contains(":1:") && err.contains("family"), "{err}");
         std::fs::write(&p, "not json\n").unwrap();

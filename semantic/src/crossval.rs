@@ -41,12 +41,15 @@ pub fn out_of_fold(
     let mut rest: Vec<usize> = trainable_idx.clone();
     for f in 0..folds - 1 {
         let labels: Vec<u16> = rest.iter().map(|&i| set.labels[i]).collect();
-        let (keep, take) = stratified_split(&labels, 1.0 / (folds - f) as f32, options.seed + f as u64);
+        let (keep, take) =
+            stratified_split(&labels, 1.0 / (folds - f) as f32, options.seed + f as u64);
         take.iter().for_each(|&j| fold_of[rest[j]] = f);
         rest = keep.iter().map(|&j| rest[j]).collect();
     }
     rest.iter().for_each(|&i| fold_of[i] = folds - 1);
-    (0..n).filter(|&i| !trainable[i]).for_each(|i| fold_of[i] = i % folds);
+    (0..n)
+        .filter(|&i| !trainable[i])
+        .for_each(|i| fold_of[i] = i % folds);
 
     let mut out = OutOfFold {
         similarity: vec![0.0; n],
@@ -57,7 +60,11 @@ pub fn out_of_fold(
     };
     for f in 0..folds {
         progress.update(f, folds);
-        let train: Vec<usize> = trainable_idx.iter().copied().filter(|&i| fold_of[i] != f).collect();
+        let train: Vec<usize> = trainable_idx
+            .iter()
+            .copied()
+            .filter(|&i| fold_of[i] != f)
+            .collect();
         let sub = set.subset(&train);
         let bank = build_bank(&sub, k, "fold".into(), options.flag_fpr, options.block_fpr)?;
         let (head, _) = train_head(&sub, options, "fold".into())?;
@@ -69,7 +76,13 @@ pub fn out_of_fold(
             let (mut sim, mut cls) = (f32::NEG_INFINITY, (0, 0.0f32, 0));
             let mut hbest = f32::NEG_INFINITY;
             for win in set.windows.windows(i) {
-                let s = scorer.score(vectors, bank.labels(), bank.meta().classes.len(), win, |_| false);
+                let s = scorer.score(
+                    vectors,
+                    bank.labels(),
+                    bank.meta().classes.len(),
+                    win,
+                    |_| false,
+                );
                 if s.raw > sim {
                     sim = s.raw;
                     cls.0 = s.class;
@@ -92,5 +105,8 @@ pub fn out_of_fold(
 
 /// Maps a class index of a fold's model back to the set's class index (folds may lack a class).
 fn class_index(set: &EmbeddedSet, fold_classes: &[String], c: usize) -> usize {
-    fold_classes.get(c).and_then(|name| set.classes.iter().position(|x| x == name)).unwrap_or(0)
+    fold_classes
+        .get(c)
+        .and_then(|name| set.classes.iter().position(|x| x == name))
+        .unwrap_or(0)
 }

@@ -10,17 +10,33 @@ use featherguard_loader::LoadError;
 pub enum SemanticError {
     /// The file is not a featherguard bank/head, or its tensors disagree with its metadata.
     #[error("{}: {reason}; fix: rebuild it with `featherguard {rebuild}`", path.display())]
-    Invalid { path: PathBuf, reason: String, rebuild: &'static str },
+    Invalid {
+        path: PathBuf,
+        reason: String,
+        rebuild: &'static str,
+    },
     /// The bank/head was built with another embedding model than the one in use.
     #[error("{}: built with {built}, but the embedder is {current}; fix: rebuild it with `featherguard {rebuild}`", path.display())]
-    ModelMismatch { path: PathBuf, built: String, current: String, rebuild: &'static str },
+    ModelMismatch {
+        path: PathBuf,
+        built: String,
+        current: String,
+        rebuild: &'static str,
+    },
     #[error(transparent)]
     Load(#[from] LoadError),
     /// A corpus line is malformed.
     #[error("{}:{line}: {reason}", path.display())]
-    Corpus { path: PathBuf, line: usize, reason: String },
+    Corpus {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
     #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("embedding failed: {0}")]
     Embed(#[from] EmbedError),
     /// Not enough data of some kind (e.g. no benign examples to calibrate on).

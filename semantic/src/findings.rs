@@ -47,7 +47,11 @@ pub(crate) fn scan_with(
                     out.push(Finding {
                         rule: Arc::from(format!("{guard}.{}", classes[b.class])),
                         family,
-                        severity: if score >= crate::BLOCK_SCORE { Severity::High } else { Severity::Medium },
+                        severity: if score >= crate::BLOCK_SCORE {
+                            Severity::High
+                        } else {
+                            Severity::Medium
+                        },
                         score,
                         span: Span::new(0, len),
                         guard: Arc::from(guard),
@@ -76,19 +80,35 @@ pub(crate) fn scan_with(
 /// `GuardError` is not `Clone`; rebuild the same error for each input of a failed batch.
 pub(crate) fn clone_err(e: &GuardError) -> GuardError {
     match e {
-        GuardError::Unavailable { guard, what, reason, fix } => GuardError::Unavailable {
+        GuardError::Unavailable {
+            guard,
+            what,
+            reason,
+            fix,
+        } => GuardError::Unavailable {
             guard: guard.clone(),
             what: what.clone(),
             reason: reason.clone(),
             fix: fix.clone(),
         },
-        GuardError::InputRejected { guard, reason } => GuardError::InputRejected { guard: guard.clone(), reason: reason.clone() },
-        GuardError::Backend { guard, message } => GuardError::Backend { guard: guard.clone(), message: message.clone() },
+        GuardError::InputRejected { guard, reason } => GuardError::InputRejected {
+            guard: guard.clone(),
+            reason: reason.clone(),
+        },
+        GuardError::Backend { guard, message } => GuardError::Backend {
+            guard: guard.clone(),
+            message: message.clone(),
+        },
     }
 }
 
 /// Checks that vectors from `embedder` are comparable with ones built with `built`.
-pub(crate) fn check_model(guard: &str, embedder: &dyn Embedder, built: &featherguard_core::ModelId, what: &str) -> Result<(), GuardError> {
+pub(crate) fn check_model(
+    guard: &str,
+    embedder: &dyn Embedder,
+    built: &featherguard_core::ModelId,
+    what: &str,
+) -> Result<(), GuardError> {
     let current = embedder.model();
     if current.sha256 != built.sha256 || current.dim != built.dim {
         return Err(GuardError::Unavailable {

@@ -105,17 +105,27 @@ impl XorShift {
 }
 
 /// Splits indices per class into (train, validation).
-pub(crate) fn stratified_split(labels: &[u16], fraction: f32, seed: u64) -> (Vec<usize>, Vec<usize>) {
+pub(crate) fn stratified_split(
+    labels: &[u16],
+    fraction: f32,
+    seed: u64,
+) -> (Vec<usize>, Vec<usize>) {
     let classes = labels.iter().map(|l| *l as usize + 1).max().unwrap_or(0);
     let mut rng = XorShift(seed | 1);
     let (mut train, mut val) = (Vec::new(), Vec::new());
     for c in 0..classes {
-        let mut idx: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] as usize == c).collect();
+        let mut idx: Vec<usize> = (0..labels.len())
+            .filter(|&i| labels[i] as usize == c)
+            .collect();
         for i in (1..idx.len()).rev() {
             idx.swap(i, (rng.next() % (i as u64 + 1)) as usize);
         }
         let n_val = ((idx.len() as f32) * fraction).round() as usize;
-        let n_val = if idx.len() >= 2 { n_val.clamp(1, idx.len() - 1) } else { 0 };
+        let n_val = if idx.len() >= 2 {
+            n_val.clamp(1, idx.len() - 1)
+        } else {
+            0
+        };
         val.extend_from_slice(&idx[..n_val]);
         train.extend_from_slice(&idx[n_val..]);
     }
@@ -125,11 +135,25 @@ pub(crate) fn stratified_split(labels: &[u16], fraction: f32, seed: u64) -> (Vec
 }
 
 /// Fits weights on `x` (rows of `dim`) with class weights balancing benign against attacks.
-pub(crate) fn fit(x: &[f32], labels: &[u16], classes: usize, dim: usize, o: &TrainOptions) -> (Vec<f32>, Vec<f32>, f32) {
+pub(crate) fn fit(
+    x: &[f32],
+    labels: &[u16],
+    classes: usize,
+    dim: usize,
+    o: &TrainOptions,
+) -> (Vec<f32>, Vec<f32>, f32) {
     let n = labels.len();
     let benign = labels.iter().filter(|l| **l == 0).count().max(1);
     let attacks = (n - benign.min(n)).max(1);
-    let cw: Vec<f32> = (0..classes).map(|c| if c == 0 { attacks as f32 / benign as f32 } else { 1.0 }).collect();
+    let cw: Vec<f32> = (0..classes)
+        .map(|c| {
+            if c == 0 {
+                attacks as f32 / benign as f32
+            } else {
+                1.0
+            }
+        })
+        .collect();
     let wsum: f32 = labels.iter().map(|l| cw[*l as usize]).sum();
     let mut w = vec![0f32; classes * dim];
     let mut b = vec![0f32; classes];
@@ -150,7 +174,10 @@ pub(crate) fn fit(x: &[f32], labels: &[u16], classes: usize, dim: usize, o: &Tra
             for c in 0..classes {
                 let g = weight * (p[c] - if c == l as usize { 1.0 } else { 0.0 });
                 gb[c] += g;
-                gw[c * dim..(c + 1) * dim].iter_mut().zip(row).for_each(|(gi, xi)| *gi += g * xi);
+                gw[c * dim..(c + 1) * dim]
+                    .iter_mut()
+                    .zip(row)
+                    .for_each(|(gi, xi)| *gi += g * xi);
             }
         }
         gw.iter_mut().zip(&w).for_each(|(g, wi)| *g += o.l2 * wi);
@@ -188,35 +215,70 @@ pub(crate) fn raw_score(w: &[f32], b: &[f32], row: &[f32]) -> WindowScore {
     logits_into(w, b, row, &mut p);
     softmax(&mut p);
     let attack: f32 = p[1..].iter().sum();
-    let class = (1..p.len()).max_by(|&i, &j| p[i].total_cmp(&p[j])).unwrap_or(0);
+    let class = (1..p.len())
+        .max_by(|&i, &j| p[i].total_cmp(&p[j]))
+        .unwrap_or(0);
     let raw = (attack.max(1e-9) / p[0].max(1e-9)).ln().clamp(-30.0, 30.0);
     WindowScore { raw, class }
 }
 
 /// Trains a head on `set` (pooled vectors): fits on the training split, calibrates the cut points
 /// on the validation split's benign examples, and reports validation recall.
-pub fn train_head(set: &EmbeddedSet, options: TrainOptions, source: String) -> Result<(Head, TrainReport), SemanticError> {
+pub fn train_head(
+    set: &EmbeddedSet,
+    options: TrainOptions,
+    source: String,
+) -> Result<(Head, TrainReport), SemanticError> {
     if !(0.0..1.0).contains(&options.validation) || options.validation <= 0.0 {
-        return Err(SemanticError::Data(format!("validation share must be in (0, 1), got {}", options.validation)));
+        return Err(SemanticError::Data(format!(
+            "validation share must be in (0, 1), got {}",
+            options.validation
+        )));
     }
     let counts = set.counts();
     if !counts.contains_key(BENIGN) || counts.len() < 2 {
-        return Err(SemanticError::Data(format!("training needs benign examples and at least one attack family; got {counts:?}")));
+        return Err(SemanticError::Data(format!(
+            "training needs benign examples and at least one attack family; got {counts:?}"
+        )));
     }
     let dim = set.dim();
     let (train, val) = stratified_split(&set.labels, options.validation, options.seed);
     let gather = |idx: &[usize]| -> (Vec<f32>, Vec<u16>) {
-        (idx.iter().flat_map(|&i| set.pooled[i * dim..(i + 1) * dim].iter().copied()).collect(), idx.iter().map(|&i| set.labels[i]).collect())
+        (
+            idx.iter()
+                .flat_map(|&i| set.pooled[i * dim..(i + 1) * dim].iter().copied())
+                .collect(),
+            idx.iter().map(|&i| set.labels[i]).collect(),
+        )
     };
     let (xt, yt) = gather(&train);
     let (w, b, loss) = fit(&xt, &yt, set.classes.len(), dim, &options);
     // Validation texts are scored like queries: every window, the maximum.
-    let score_item = |i: usize| set.windows.windows(i).map(|row| raw_score(&w, &b, row).raw).fold(f32::NEG_INFINITY, f32::max);
-    let val_benign: Vec<f32> = val.iter().filter(|&&i| set.labels[i] == 0).map(|&i| score_item(i)).collect();
-    let val_attack: Vec<f32> = val.iter().filter(|&&i| set.labels[i] != 0).map(|&i| score_item(i)).collect();
+    let score_item = |i: usize| {
+        set.windows
+            .windows(i)
+            .map(|row| raw_score(&w, &b, row).raw)
+            .fold(f32::NEG_INFINITY, f32::max)
+    };
+    let val_benign: Vec<f32> = val
+        .iter()
+        .filter(|&&i| set.labels[i] == 0)
+        .map(|&i| score_item(i))
+        .collect();
+    let val_attack: Vec<f32> = val
+        .iter()
+        .filter(|&&i| set.labels[i] != 0)
+        .map(|&i| score_item(i))
+        .collect();
     let calibration = Calibration::fit(&val_benign, options.flag_fpr, options.block_fpr)
         .ok_or_else(|| SemanticError::Data("no benign examples in the validation split".into()))?;
-    let rate = |v: &[f32], cut: f32| if v.is_empty() { 0.0 } else { v.iter().filter(|x| **x >= cut).count() as f32 / v.len() as f32 };
+    let rate = |v: &[f32], cut: f32| {
+        if v.is_empty() {
+            0.0
+        } else {
+            v.iter().filter(|x| **x >= cut).count() as f32 / v.len() as f32
+        }
+    };
     let report = TrainReport {
         train: train.len(),
         validation: val.len(),
@@ -236,7 +298,15 @@ pub fn train_head(set: &EmbeddedSet, options: TrainOptions, source: String) -> R
         report: report.clone(),
         calibration,
     };
-    Ok((Head { meta, weight: w, bias: b, path: None }, report))
+    Ok((
+        Head {
+            meta,
+            weight: w,
+            bias: b,
+            path: None,
+        },
+        report,
+    ))
 }
 
 impl Head {
@@ -265,7 +335,10 @@ impl Head {
         let mut m = BTreeMap::new();
         m.insert("featherguard.kind".into(), KIND.into());
         model_metadata(&self.meta.model, &mut m);
-        m.insert("head.meta".into(), serde_json::to_string(&self.meta).expect("plain data serializes"));
+        m.insert(
+            "head.meta".into(),
+            serde_json::to_string(&self.meta).expect("plain data serializes"),
+        );
         write_safetensors(
             path,
             &[
@@ -279,14 +352,21 @@ impl Head {
 
     /// Loads a head (a few KB: the weights are copied out of the mapping).
     pub fn open(path: &Path) -> Result<Head, SemanticError> {
-        let invalid = |reason: String| SemanticError::Invalid { path: path.to_owned(), reason, rebuild: REBUILD };
+        let invalid = |reason: String| SemanticError::Invalid {
+            path: path.to_owned(),
+            reason,
+            rebuild: REBUILD,
+        };
         let file = SafeTensorsFile::open(path)?;
         let md = file.header().metadata().clone();
         if md.get("featherguard.kind").map(String::as_str) != Some(KIND) {
-            return Err(invalid(format!("not a featherguard classifier head (featherguard.kind is not {KIND})")));
+            return Err(invalid(format!(
+                "not a featherguard classifier head (featherguard.kind is not {KIND})"
+            )));
         }
         let model = read_model(path, &md, REBUILD)?;
-        let meta: HeadMeta = serde_json::from_str(md.get("head.meta").map_or("", String::as_str)).map_err(|e| invalid(format!("head.meta: {e}")))?;
+        let meta: HeadMeta = serde_json::from_str(md.get("head.meta").map_or("", String::as_str))
+            .map_err(|e| invalid(format!("head.meta: {e}")))?;
         let c = meta.classes.len();
         if meta.model != model || meta.classes.first().map(String::as_str) != Some(BENIGN) {
             return Err(invalid("inconsistent metadata".into()));
@@ -294,14 +374,24 @@ impl Head {
         let w = file.tensor("weight")?;
         let b = file.tensor("bias")?;
         if w.shape() != [c, model.dim] || b.shape() != [c] {
-            return Err(invalid(format!("weight {:?} / bias {:?} do not match {c} classes x dim {}", w.shape(), b.shape(), model.dim)));
+            return Err(invalid(format!(
+                "weight {:?} / bias {:?} do not match {c} classes x dim {}",
+                w.shape(),
+                b.shape(),
+                model.dim
+            )));
         }
         let weight = w.as_slice::<f32>()?.to_vec();
         let bias = b.as_slice::<f32>()?.to_vec();
         if weight.iter().chain(&bias).any(|x| !x.is_finite()) {
             return Err(invalid("non-finite weights".into()));
         }
-        Ok(Head { meta, weight, bias, path: Some(path.to_owned()) })
+        Ok(Head {
+            meta,
+            weight,
+            bias,
+            path: Some(path.to_owned()),
+        })
     }
 }
 
@@ -315,7 +405,11 @@ pub struct HeadGuard {
 impl HeadGuard {
     /// A guard named `classifier`.
     pub fn new(embedder: Arc<dyn Embedder>, head: Arc<Head>) -> HeadGuard {
-        HeadGuard { name: "classifier".into(), embedder, head }
+        HeadGuard {
+            name: "classifier".into(),
+            embedder,
+            head,
+        }
     }
 
     pub fn with_name(mut self, name: impl Into<String>) -> HeadGuard {
@@ -330,17 +424,29 @@ impl Guard for HeadGuard {
     }
 
     fn scan(&self, input: &Input<'_>) -> Result<Vec<Finding>, GuardError> {
-        self.scan_batch(std::slice::from_ref(input)).pop().unwrap_or(Ok(Vec::new()))
+        self.scan_batch(std::slice::from_ref(input))
+            .pop()
+            .unwrap_or(Ok(Vec::new()))
     }
 
     fn scan_batch(&self, inputs: &[Input<'_>]) -> Vec<Result<Vec<Finding>, GuardError>> {
         let meta = self.head.meta();
-        if let Err(e) = check_model(&self.name, self.embedder.as_ref(), &meta.model, "classifier head") {
+        if let Err(e) = check_model(
+            &self.name,
+            self.embedder.as_ref(),
+            &meta.model,
+            "classifier head",
+        ) {
             return inputs.iter().map(|_| Err(clone_err(&e))).collect();
         }
-        scan_with(&self.name, self.embedder.as_ref(), inputs, &meta.classes, &meta.calibration, |w| {
-            Ok(raw_score(&self.head.weight, &self.head.bias, w))
-        })
+        scan_with(
+            &self.name,
+            self.embedder.as_ref(),
+            inputs,
+            &meta.classes,
+            &meta.calibration,
+            |w| Ok(raw_score(&self.head.weight, &self.head.bias, w)),
+        )
     }
 }
 
@@ -361,7 +467,10 @@ mod tests {
     #[test]
     fn learns_a_separable_toy_problem_and_roundtrips() {
         let set = toy_set();
-        let opts = TrainOptions { validation: 0.34, ..Default::default() };
+        let opts = TrainOptions {
+            validation: 0.34,
+            ..Default::default()
+        };
         let (head, report) = train_head(&set, opts, "toy".into()).unwrap();
         assert!(head.raw(&[0.0, 1.0]) > head.raw(&[1.0, 0.0]));
         assert!(report.validation >= 2);

@@ -20,7 +20,14 @@ pub struct KnnScore {
 impl KnnScorer {
     /// Scores `q` against `exemplars` (`labels.len()` rows of `q.len()` values). Rows for which
     /// `skip(row)` is true are ignored (leave-one-out and cross-validation).
-    pub fn score(&self, exemplars: &[f32], labels: &[u16], classes: usize, q: &[f32], skip: impl Fn(usize) -> bool) -> KnnScore {
+    pub fn score(
+        &self,
+        exemplars: &[f32],
+        labels: &[u16],
+        classes: usize,
+        q: &[f32],
+        skip: impl Fn(usize) -> bool,
+    ) -> KnnScore {
         let k = self.k.max(1);
         let dim = q.len();
         // Top-k per class kept as small sorted vectors (k is small).
@@ -37,14 +44,26 @@ impl KnnScorer {
                 t.truncate(k);
             }
         }
-        let mean = |t: &Vec<f32>| if t.is_empty() { f32::NAN } else { t.iter().sum::<f32>() / t.len() as f32 };
+        let mean = |t: &Vec<f32>| {
+            if t.is_empty() {
+                f32::NAN
+            } else {
+                t.iter().sum::<f32>() / t.len() as f32
+            }
+        };
         let benign = mean(&top[0]);
         let benign = if benign.is_nan() { 0.0 } else { benign };
-        let mut best = KnnScore { raw: -2.0, class: 0 };
+        let mut best = KnnScore {
+            raw: -2.0,
+            class: 0,
+        };
         for (c, t) in top.iter().enumerate().skip(1) {
             let m = mean(t);
             if !m.is_nan() && m - benign > best.raw {
-                best = KnnScore { raw: m - benign, class: c };
+                best = KnnScore {
+                    raw: m - benign,
+                    class: c,
+                };
             }
         }
         best
@@ -55,7 +74,12 @@ impl KnnScorer {
 pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
     for (x, y) in ca.zip(cb) {
         for i in 0..8 {
             acc[i] += x[i] * y[i];

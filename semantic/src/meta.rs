@@ -50,7 +50,10 @@ impl EmbeddedSet {
                     classes.len() - 1
                 }
             };
-            labels.push(u16::try_from(idx).map_err(|_| SemanticError::Data("more than 65535 classes".into()))?);
+            labels.push(
+                u16::try_from(idx)
+                    .map_err(|_| SemanticError::Data("more than 65535 classes".into()))?,
+            );
         }
         let mut data = Vec::new();
         let mut spans = Vec::with_capacity(examples.len());
@@ -68,14 +71,23 @@ impl EmbeddedSet {
                 skipped.push(emb.skipped_windows(i));
             }
             data.extend_from_slice(emb.data());
-            progress.update((n * batch.max(1) + chunk.len()).min(examples.len()), examples.len());
+            progress.update(
+                (n * batch.max(1) + chunk.len()).min(examples.len()),
+                examples.len(),
+            );
         }
         let windows = Embeddings::new(dim.max(1), data, spans, skipped)?;
         let mut pooled = Vec::with_capacity(examples.len() * dim);
         for i in 0..windows.len() {
             pooled.extend(windows.pooled(i));
         }
-        Ok(EmbeddedSet { model: embedder.model().clone(), classes, labels, windows, pooled })
+        Ok(EmbeddedSet {
+            model: embedder.model().clone(),
+            classes,
+            labels,
+            windows,
+            pooled,
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -134,7 +146,11 @@ pub(crate) fn model_metadata(model: &ModelId, m: &mut BTreeMap<String, String>) 
     m.insert("model.dim".into(), model.dim.to_string());
 }
 
-pub(crate) fn read_model(path: &Path, m: &BTreeMap<String, String>, rebuild: &'static str) -> Result<ModelId, SemanticError> {
+pub(crate) fn read_model(
+    path: &Path,
+    m: &BTreeMap<String, String>,
+    rebuild: &'static str,
+) -> Result<ModelId, SemanticError> {
     let get = |k: &str| {
         m.get(k).cloned().ok_or_else(|| SemanticError::Invalid {
             path: path.to_owned(),
@@ -145,11 +161,13 @@ pub(crate) fn read_model(path: &Path, m: &BTreeMap<String, String>, rebuild: &'s
     Ok(ModelId {
         name: get("model.name")?,
         sha256: get("model.sha256")?,
-        dim: get("model.dim")?.parse().map_err(|_| SemanticError::Invalid {
-            path: path.to_owned(),
-            reason: "model.dim is not a number".into(),
-            rebuild,
-        })?,
+        dim: get("model.dim")?
+            .parse()
+            .map_err(|_| SemanticError::Invalid {
+                path: path.to_owned(),
+                reason: "model.dim is not a number".into(),
+                rebuild,
+            })?,
     })
 }
 
@@ -169,7 +187,6 @@ pub(crate) fn today_utc() -> String {
     let y = yoe + era * 400 + i64::from(m <= 2);
     format!("{y:04}-{m:02}-{d:02}")
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -19,7 +19,11 @@ pub struct SimilarityGuard {
 impl SimilarityGuard {
     /// A guard named `similarity`.
     pub fn new(embedder: Arc<dyn Embedder>, bank: Arc<Bank>) -> SimilarityGuard {
-        SimilarityGuard { name: "similarity".into(), embedder, bank }
+        SimilarityGuard {
+            name: "similarity".into(),
+            embedder,
+            bank,
+        }
     }
 
     pub fn with_name(mut self, name: impl Into<String>) -> SimilarityGuard {
@@ -38,21 +42,44 @@ impl Guard for SimilarityGuard {
     }
 
     fn scan(&self, input: &Input<'_>) -> Result<Vec<Finding>, GuardError> {
-        self.scan_batch(std::slice::from_ref(input)).pop().unwrap_or(Ok(Vec::new()))
+        self.scan_batch(std::slice::from_ref(input))
+            .pop()
+            .unwrap_or(Ok(Vec::new()))
     }
 
     fn scan_batch(&self, inputs: &[Input<'_>]) -> Vec<Result<Vec<Finding>, GuardError>> {
         let meta = self.bank.meta();
-        if let Err(e) = check_model(&self.name, self.embedder.as_ref(), &meta.model, "exemplar bank") {
-            return inputs.iter().map(|_| Err(crate::findings::clone_err(&e))).collect();
+        if let Err(e) = check_model(
+            &self.name,
+            self.embedder.as_ref(),
+            &meta.model,
+            "exemplar bank",
+        ) {
+            return inputs
+                .iter()
+                .map(|_| Err(crate::findings::clone_err(&e)))
+                .collect();
         }
         let scorer = KnnScorer { k: meta.k };
         let labels = self.bank.labels();
         let classes = meta.classes.len();
-        scan_with(&self.name, self.embedder.as_ref(), inputs, &meta.classes, &meta.calibration, |w| {
-            let vectors = self.bank.vectors().map_err(|e| GuardError::Backend { guard: self.name.clone(), message: e.to_string() })?;
-            let s = scorer.score(vectors, labels, classes, w, |_| false);
-            Ok(WindowScore { raw: s.raw, class: s.class })
-        })
+        scan_with(
+            &self.name,
+            self.embedder.as_ref(),
+            inputs,
+            &meta.classes,
+            &meta.calibration,
+            |w| {
+                let vectors = self.bank.vectors().map_err(|e| GuardError::Backend {
+                    guard: self.name.clone(),
+                    message: e.to_string(),
+                })?;
+                let s = scorer.score(vectors, labels, classes, w, |_| false);
+                Ok(WindowScore {
+                    raw: s.raw,
+                    class: s.class,
+                })
+            },
+        )
     }
 }

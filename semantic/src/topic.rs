@@ -66,7 +66,12 @@ pub struct TopicGuard {
 impl TopicGuard {
     /// A guard named `topic`.
     pub fn new(embedder: Arc<dyn Embedder>, config: TopicConfig) -> TopicGuard {
-        TopicGuard { name: "topic".into(), embedder, config, vectors: Mutex::new(None) }
+        TopicGuard {
+            name: "topic".into(),
+            embedder,
+            config,
+            vectors: Mutex::new(None),
+        }
     }
 
     fn vectors(&self) -> Result<Arc<TopicVectors>, GuardError> {
@@ -79,12 +84,18 @@ impl TopicGuard {
                 .iter()
                 .map(|t| {
                     let texts: Vec<&str> = t.examples.iter().map(String::as_str).collect();
-                    let e = self.embedder.embed(&texts).map_err(|e| e.into_guard_error(&self.name))?;
+                    let e = self
+                        .embedder
+                        .embed(&texts)
+                        .map_err(|e| e.into_guard_error(&self.name))?;
                     Ok((0..e.len()).flat_map(|i| e.pooled(i)).collect())
                 })
                 .collect()
         };
-        let v = Arc::new(TopicVectors { allowed: embed(&self.config.allowed)?, banned: embed(&self.config.banned)? });
+        let v = Arc::new(TopicVectors {
+            allowed: embed(&self.config.allowed)?,
+            banned: embed(&self.config.banned)?,
+        });
         *slot = Some(v.clone());
         Ok(v)
     }
@@ -93,7 +104,11 @@ impl TopicGuard {
         Finding {
             rule: Arc::from(rule),
             family: self.config.family,
-            severity: if score >= crate::BLOCK_SCORE { Severity::High } else { Severity::Medium },
+            severity: if score >= crate::BLOCK_SCORE {
+                Severity::High
+            } else {
+                Severity::Medium
+            },
             score,
             span: Span::new(0, len),
             guard: Arc::from(self.name.as_str()),
@@ -106,7 +121,11 @@ impl TopicGuard {
 fn closeness(topics: &[Vec<f32>], w: &[f32]) -> Vec<f32> {
     topics
         .iter()
-        .map(|t| t.chunks_exact(w.len()).map(|e| dot(e, w)).fold(f32::NEG_INFINITY, f32::max))
+        .map(|t| {
+            t.chunks_exact(w.len())
+                .map(|e| dot(e, w))
+                .fold(f32::NEG_INFINITY, f32::max)
+        })
         .collect()
 }
 
@@ -116,13 +135,18 @@ impl Guard for TopicGuard {
     }
 
     fn scan(&self, input: &Input<'_>) -> Result<Vec<Finding>, GuardError> {
-        self.scan_batch(std::slice::from_ref(input)).pop().unwrap_or(Ok(Vec::new()))
+        self.scan_batch(std::slice::from_ref(input))
+            .pop()
+            .unwrap_or(Ok(Vec::new()))
     }
 
     fn scan_batch(&self, inputs: &[Input<'_>]) -> Vec<Result<Vec<Finding>, GuardError>> {
         let prepared = self.vectors().and_then(|v| {
             let texts: Vec<&str> = inputs.iter().map(|i| i.text).collect();
-            let e = self.embedder.embed(&texts).map_err(|e| e.into_guard_error(&self.name))?;
+            let e = self
+                .embedder
+                .embed(&texts)
+                .map_err(|e| e.into_guard_error(&self.name))?;
             Ok((v, e))
         });
         let (v, emb) = match prepared {
@@ -146,13 +170,25 @@ impl Guard for TopicGuard {
                 let mut out = Vec::new();
                 for (t, s) in c.banned.iter().zip(&best_banned) {
                     if *s >= c.ban_min {
-                        out.push(self.finding(format!("{}.banned.{}", self.name, t.name), c.banned_score, len));
+                        out.push(self.finding(
+                            format!("{}.banned.{}", self.name, t.name),
+                            c.banned_score,
+                            len,
+                        ));
                     }
                 }
-                let closest = best_allowed.iter().copied().enumerate().max_by(|a, b| a.1.total_cmp(&b.1));
+                let closest = best_allowed
+                    .iter()
+                    .copied()
+                    .enumerate()
+                    .max_by(|a, b| a.1.total_cmp(&b.1));
                 if let Some((ti, s)) = closest {
                     if s < c.allow_min {
-                        out.push(self.finding(format!("{}.off_topic.{}", self.name, c.allowed[ti].name), c.off_topic_score, len));
+                        out.push(self.finding(
+                            format!("{}.off_topic.{}", self.name, c.allowed[ti].name),
+                            c.off_topic_score,
+                            len,
+                        ));
                     }
                 }
                 Ok(out)

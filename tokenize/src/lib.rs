@@ -125,7 +125,9 @@ pub struct TextTokenizer {
 
 impl std::fmt::Debug for TextTokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TextTokenizer").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("TextTokenizer")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -133,20 +135,25 @@ impl TextTokenizer {
     /// Loads an HF `tokenizer.json`; its own padding and truncation settings are replaced by ours.
     pub fn from_file(path: &Path, config: WindowConfig) -> Result<TextTokenizer, TokenizeError> {
         config.validate()?;
-        let mut inner = tokenizers::Tokenizer::from_file(path).map_err(|e| TokenizeError::Load {
-            path: path.to_owned(),
-            reason: e.to_string(),
-        })?;
-        inner.with_padding(None);
-        inner.with_truncation(None).map_err(|e| TokenizeError::Load {
-            path: path.to_owned(),
-            reason: e.to_string(),
-        })?;
-        let id = |token: &'static str| {
-            inner.token_to_id(token).ok_or_else(|| TokenizeError::MissingToken {
+        let mut inner =
+            tokenizers::Tokenizer::from_file(path).map_err(|e| TokenizeError::Load {
                 path: path.to_owned(),
-                token,
-            })
+                reason: e.to_string(),
+            })?;
+        inner.with_padding(None);
+        inner
+            .with_truncation(None)
+            .map_err(|e| TokenizeError::Load {
+                path: path.to_owned(),
+                reason: e.to_string(),
+            })?;
+        let id = |token: &'static str| {
+            inner
+                .token_to_id(token)
+                .ok_or_else(|| TokenizeError::MissingToken {
+                    path: path.to_owned(),
+                    token,
+                })
         };
         Ok(TextTokenizer {
             cls: id("[CLS]")?,
@@ -197,7 +204,12 @@ impl TextTokenizer {
     }
 
     /// Pads `rows` to the longest one.
-    pub fn pad_rows(&self, rows: &[&Row], spans: Vec<Range<usize>>, skipped: Vec<usize>) -> TokenBatch {
+    pub fn pad_rows(
+        &self,
+        rows: &[&Row],
+        spans: Vec<Range<usize>>,
+        skipped: Vec<usize>,
+    ) -> TokenBatch {
         let seq_len = rows.iter().map(|r| r.ids.len()).max().unwrap_or(0);
         let mut input_ids = vec![i64::from(self.pad); rows.len() * seq_len];
         let mut attention_mask = vec![0i64; rows.len() * seq_len];
@@ -226,20 +238,39 @@ mod tests {
     #[test]
     fn invalid_configs_are_rejected() {
         for c in [
-            WindowConfig { max_tokens: 4, ..Default::default() },
-            WindowConfig { overlap: 126, ..Default::default() },
-            WindowConfig { max_windows: 0, ..Default::default() },
+            WindowConfig {
+                max_tokens: 4,
+                ..Default::default()
+            },
+            WindowConfig {
+                overlap: 126,
+                ..Default::default()
+            },
+            WindowConfig {
+                max_windows: 0,
+                ..Default::default()
+            },
         ] {
-            assert!(matches!(c.validate(), Err(TokenizeError::Config(_))), "{c:?}");
+            assert!(
+                matches!(c.validate(), Err(TokenizeError::Config(_))),
+                "{c:?}"
+            );
         }
         WindowConfig::default().validate().unwrap();
     }
 
     #[test]
     fn missing_tokenizer_names_setup() {
-        let err = TextTokenizer::from_file(Path::new("/nonexistent/tokenizer.json"), WindowConfig::default())
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("/nonexistent/tokenizer.json") && err.contains("featherguard setup --only models"), "{err}");
+        let err = TextTokenizer::from_file(
+            Path::new("/nonexistent/tokenizer.json"),
+            WindowConfig::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("/nonexistent/tokenizer.json")
+                && err.contains("featherguard setup --only models"),
+            "{err}"
+        );
     }
 }

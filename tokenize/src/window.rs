@@ -12,7 +12,10 @@ pub fn window_starts(len: usize, width: usize, overlap: usize) -> Vec<usize> {
         return vec![0];
     }
     let step = width - overlap;
-    let mut starts: Vec<usize> = (0..).map(|i| i * step).take_while(|s| s + width < len).collect();
+    let mut starts: Vec<usize> = (0..)
+        .map(|i| i * step)
+        .take_while(|s| s + width < len)
+        .collect();
     starts.push(len - width);
     starts
 }
@@ -34,7 +37,12 @@ impl WindowPlan {
         let needed = all.len();
         let max = config.max_windows;
         if needed <= max {
-            return Ok(WindowPlan { len, width, starts: all, skipped: 0 });
+            return Ok(WindowPlan {
+                len,
+                width,
+                starts: all,
+                skipped: 0,
+            });
         }
         match config.overflow {
             Overflow::Reject => Err(TokenizeError::TooManyWindows {
@@ -47,16 +55,25 @@ impl WindowPlan {
                 let starts = if max == 1 {
                     vec![all[0]]
                 } else {
-                    (0..max).map(|i| all[(i * (needed - 1) + (max - 1) / 2) / (max - 1)]).collect()
+                    (0..max)
+                        .map(|i| all[(i * (needed - 1) + (max - 1) / 2) / (max - 1)])
+                        .collect()
                 };
-                Ok(WindowPlan { len, width, starts, skipped: needed - max })
+                Ok(WindowPlan {
+                    len,
+                    width,
+                    starts,
+                    skipped: needed - max,
+                })
             }
         }
     }
 
     /// Content-token ranges of the kept windows, in text order.
     pub fn ranges(&self) -> impl ExactSizeIterator<Item = Range<usize>> + '_ {
-        self.starts.iter().map(|&s| s..(s + self.width).min(self.len))
+        self.starts
+            .iter()
+            .map(|&s| s..(s + self.width).min(self.len))
     }
 
     /// Windows left out.
@@ -69,8 +86,18 @@ impl WindowPlan {
 mod tests {
     use super::*;
 
-    fn cfg(max_tokens: usize, overlap: usize, max_windows: usize, overflow: Overflow) -> WindowConfig {
-        WindowConfig { max_tokens, overlap, max_windows, overflow }
+    fn cfg(
+        max_tokens: usize,
+        overlap: usize,
+        max_windows: usize,
+        overflow: Overflow,
+    ) -> WindowConfig {
+        WindowConfig {
+            max_tokens,
+            overlap,
+            max_windows,
+            overflow,
+        }
     }
 
     #[test]
@@ -85,7 +112,10 @@ mod tests {
             }
             assert!(covered.iter().all(|c| *c), "len {len}: {starts:?}");
             assert_eq!(*starts.last().unwrap(), len.saturating_sub(10));
-            assert!(starts.windows(2).all(|w| w[1] > w[0] && w[1] - w[0] <= 7), "{starts:?}");
+            assert!(
+                starts.windows(2).all(|w| w[1] > w[0] && w[1] - w[0] <= 7),
+                "{starts:?}"
+            );
         }
     }
 
@@ -104,6 +134,9 @@ mod tests {
     #[test]
     fn reject_reports_counts() {
         let err = WindowPlan::new(100, &cfg(12, 2, 2, Overflow::Reject)).unwrap_err();
-        assert!(matches!(err, TokenizeError::TooManyWindows { max_windows: 2, .. }), "{err}");
+        assert!(
+            matches!(err, TokenizeError::TooManyWindows { max_windows: 2, .. }),
+            "{err}"
+        );
     }
 }

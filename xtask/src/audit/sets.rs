@@ -68,7 +68,7 @@ impl FeatureSet {
     pub fn scenarios(&self, prompts: &Path) -> Vec<Scenario> {
         // Backend issues push their scenarios (first semantic scan, after idle unload) for their
         // set names after these three.
-        vec![
+        let mut list = vec![
             Scenario {
                 name: "start",
                 label: "`--version`",
@@ -91,7 +91,17 @@ impl FeatureSet {
                 ],
                 ok_codes: &[0, 1],
             },
-        ]
+        ];
+        if self.needs.contains(&Component::Onnx) {
+            // Loads the ONNX session, tokenizer and default bank on first use.
+            list.push(Scenario {
+                name: "semantic_first",
+                label: "first semantic scan (`scan --guards pattern,similarity hello`)",
+                args: vec!["scan".into(), "--guards".into(), "pattern,similarity".into(), "hello".into()],
+                ok_codes: &[0],
+            });
+        }
+        list
     }
 
     /// Environment for runs of this set (the libtorch folder on the loader path for torch).
