@@ -4,6 +4,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::cache::CacheConfig;
+use crate::govern::HeavyConfig;
+use crate::memory::MemoryConfig;
 use crate::policy::Policy;
 use crate::rules::{line_col, RuleError};
 use crate::scanner::ScanLimits;
@@ -57,6 +60,12 @@ pub struct Config {
     /// Windowing and decoding bounds of the pattern guard.
     pub scan: ScanLimits,
     pub rules: RulesConfig,
+    /// RSS budget: soft/hard thresholds (see docs/server.md).
+    pub memory: MemoryConfig,
+    /// Verdict cache bounds (off by default).
+    pub cache: CacheConfig,
+    /// Governance of heavy (ML) guards: cascade, idle unload, window bounds.
+    pub heavy: HeavyConfig,
 }
 
 /// Errors building a firewall from configuration.
@@ -97,6 +106,12 @@ impl Config {
             }
         })?;
         cfg.policy
+            .validate()
+            .map_err(|message| ConfigError::Invalid {
+                file: name.clone(),
+                message,
+            })?;
+        cfg.memory
             .validate()
             .map_err(|message| ConfigError::Invalid {
                 file: name.clone(),

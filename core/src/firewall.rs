@@ -4,12 +4,18 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::cache::{CacheScope, VerdictCache};
 use crate::config::{Config, ConfigError, Limits};
 use crate::engine::RuleSet;
+use crate::govern::{
+    policy_version, CascadeStats, FirewallStats, Governance, Maintenance, MemoryStats, ScanOptions,
+};
 use crate::guard::{Guard, GuardError, Input};
+use crate::memory::{MemoryBudget, Rss};
 use crate::policy::Policy;
 use crate::rules::{default_rules, load_rule_file, merge_rules};
 use crate::scanner::PatternGuard;
+use crate::slot::GuardSlot;
 use crate::verdict::{Family, Finding, GuardFailure, Severity, Span, Verdict};
 
 /// Runs guards in order and combines their findings with the policy.
@@ -17,6 +23,10 @@ pub struct Firewall {
     guards: Vec<Arc<dyn Guard>>,
     policy: Policy,
     limits: Limits,
+    /// Heavy guards, cascade, cache and memory budget.
+    gov: Governance,
+    /// Fingerprint of the policy, guard set and cascade mode, part of every cache key.
+    version: u64,
 }
 
 impl std::fmt::Debug for Firewall {
@@ -26,6 +36,7 @@ impl std::fmt::Debug for Firewall {
             .field("guards", &names)
             .field("policy", &self.policy)
             .field("limits", &self.limits)
+            .field("heavy", &self.gov.heavy)
             .finish()
     }
 }
@@ -35,10 +46,14 @@ const LIMITS_GUARD: &str = "limits";
 impl Firewall {
     /// A firewall with the given guards (run in this order), policy and limits.
     pub fn new(guards: Vec<Arc<dyn Guard>>, policy: Policy, limits: Limits) -> Firewall {
+        let gov = Governance::default();
+        let version = policy_version(&policy, None, gov.config.cascade);
         Firewall {
             guards,
             policy,
             limits,
+            gov,
+            version,
         }
     }
 
@@ -47,14 +62,101 @@ impl Firewall {
         Firewall::from_config(&Config::default())
     }
 
-    /// Build the pattern guard described by `config` (default pack, extra files, disabled rules).
+    /// Build the pattern guard described by `config` (default pack, extra files, disabled rules),
+    /// with the config's memory budget (`FEATHERGUARD_MEMORY_LIMIT` overrides its limit), verdict
+    /// cache and heavy-guard settings. Heavy guards are added with [`Firewall::add_heavy`].
     pub fn from_config(config: &Config) -> Result<Firewall, ConfigError> {
         let guard = pattern_guard(config)?;
-        Ok(Firewall::new(
+        let memory = config
+            .memory
+            .clone()
+            .with_env()
+            .map_err(|message| ConfigError::Invalid {
+                file: "environment".into(),
+                message,
+            })?;
+        let mut fw = Firewall::new(
             vec![Arc::new(guard)],
             config.policy.clone(),
             config.limits.clone(),
-        ))
+        );
+        fw.gov.memory = Arc::new(MemoryBudget::new(memory));
+        fw.gov.cache = VerdictCache::new(config.cache.clone());
+        fw.gov.config = config.heavy.clone();
+        fw.version = policy_version(&fw.policy, None, fw.gov.config.cascade);
+        Ok(fw)
+    }
+
+    /// The memory budget shared by this firewall's slots; hand it to [`GuardSlot::new`].
+    pub fn memory(&self) -> &Arc<MemoryBudget> {
+        &self.gov.memory
+    }
+
+    /// Add a heavy guard built by `loader` on first use, governed by this firewall's `[heavy]`
+    /// settings and memory budget. Heavy guards run after the light ones, as the cascade allows.
+    pub fn add_heavy(&mut self, name: &str, loader: crate::slot::GuardLoader) -> Arc<GuardSlot> {
+        let slot = Arc::new(GuardSlot::new(
+            name,
+            loader,
+            self.gov.config.slot_options(),
+            self.gov.memory.clone(),
+        ));
+        self.add_slot(slot.clone());
+        slot
+    }
+
+    /// Add an already built slot as a heavy guard.
+    pub fn add_slot(&mut self, slot: Arc<GuardSlot>) {
+        self.gov.heavy.push(slot);
+        self.gov.cache.as_ref().map(VerdictCache::clear);
+    }
+
+    /// The heavy guards, in run order.
+    pub fn slots(&self) -> &[Arc<GuardSlot>] {
+        &self.gov.heavy
+    }
+
+    /// The `[heavy]` settings in force.
+    pub fn heavy_config(&self) -> &crate::govern::HeavyConfig {
+        &self.gov.config
+    }
+
+    /// Which guards are loaded, what loading them cost, cache hit rates, memory and cascade counts.
+    pub fn stats(&self) -> FirewallStats {
+        let rss = self.gov.memory.resample();
+        FirewallStats {
+            guards: self.guards.iter().map(|g| g.name().to_string()).collect(),
+            slots: self.gov.heavy.iter().map(|s| s.stats()).collect(),
+            cache: self.gov.cache.as_ref().map(|c| c.stats()),
+            memory: MemoryStats {
+                rss: Rss::sample().unwrap_or_default(),
+                limit_bytes: self.gov.memory.config().limit_bytes,
+                pressure: self.gov.memory.classify(rss),
+            },
+            cascade: CascadeStats {
+                mode: self.gov.config.cascade,
+                heavy_runs: self
+                    .gov
+                    .heavy_runs
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                heavy_skipped: self
+                    .gov
+                    .heavy_skipped
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            },
+        }
+    }
+
+    /// Periodic upkeep for long-running hosts: unload idle heavy guards, and under soft memory
+    /// pressure shed the cache and unload guards that have been quiet for a while.
+    pub fn maintain(&self) -> Maintenance {
+        self.gov.maintain(Instant::now())
+    }
+
+    /// Drop cached verdicts and return free heap to the kernel (on demand: a signal or an API
+    /// call). Returns how many cache entries were dropped.
+    pub fn release_caches(&self) -> usize {
+        self.gov.release_caches()
     }
 
     pub fn guards(&self) -> &[Arc<dyn Guard>] {
@@ -72,6 +174,7 @@ impl Firewall {
     /// Add a guard after the existing ones.
     pub fn push_guard(&mut self, guard: Arc<dyn Guard>) {
         self.guards.push(guard);
+        self.gov.cache.as_ref().map(VerdictCache::clear);
     }
 
     /// Scan a user prompt.
@@ -81,27 +184,87 @@ impl Firewall {
 
     /// Scan one input through every guard.
     pub fn scan_input(&self, input: &Input<'_>) -> Verdict {
-        self.scan_bounded(input, input.text.len())
+        self.scan_bounded(input, input.text.len(), &ScanOptions::default())
+    }
+
+    /// Scan one input with per-call options (policy, guard subset, cascade mode).
+    pub fn scan_with(&self, input: &Input<'_>, options: &ScanOptions) -> Verdict {
+        self.scan_bounded(input, input.text.len(), options)
     }
 
     /// Scan the first part of an input too large to hold in memory: `input` holds its first bytes,
     /// `total_len` is the whole input's length in bytes. The unscanned rest is reported as a
     /// `limits.input_too_large` finding, like any input over `max_input_bytes`.
     pub fn scan_prefix(&self, input: &Input<'_>, total_len: usize) -> Verdict {
-        self.scan_bounded(input, total_len.max(input.text.len()))
+        self.scan_bounded(
+            input,
+            total_len.max(input.text.len()),
+            &ScanOptions::default(),
+        )
     }
 
-    fn scan_bounded(&self, input: &Input<'_>, total_len: usize) -> Verdict {
+    fn scope(&self, input: &Input<'_>, options: &ScanOptions) -> CacheScope {
+        let policy_version = if options == &ScanOptions::default() {
+            self.version
+        } else {
+            policy_version(
+                options.policy.as_ref().unwrap_or(&self.policy),
+                options.guards.as_deref(),
+                options.cascade.unwrap_or(self.gov.config.cascade),
+            )
+        };
+        CacheScope {
+            source: input.source,
+            policy_version,
+        }
+    }
+
+    fn scan_bounded(&self, input: &Input<'_>, total_len: usize, options: &ScanOptions) -> Verdict {
         let started = Instant::now();
-        let (input, mut findings) = self.bound(input, total_len);
+        // Only whole inputs are cached: a prefix's verdict depends on the length of the rest.
+        let cache = self
+            .gov
+            .cache
+            .as_ref()
+            .filter(|_| total_len == input.text.len());
+        let scope = cache.map(|_| self.scope(input, options));
+        if let (Some(cache), Some(scope)) = (cache, scope) {
+            if let Some(mut v) = cache.get(input.text, scope, started) {
+                v.elapsed = started.elapsed();
+                return v;
+            }
+        }
+        let policy = options.policy.as_ref().unwrap_or(&self.policy);
+        let (bounded, mut findings) = self.bound(input, total_len);
         let mut errors = Vec::new();
-        for guard in &self.guards {
-            match run_guard(guard.as_ref(), || guard.scan(&input)) {
+        for guard in self.guards.iter().filter(|g| options.allows(g.name())) {
+            match run_guard(guard.as_ref(), || guard.scan(&bounded)) {
                 Ok(f) => findings.extend(f),
                 Err(failure) => errors.push(failure),
             }
         }
-        self.verdict(findings, errors, started)
+        let heavy: Vec<&Arc<GuardSlot>> = self
+            .gov
+            .heavy
+            .iter()
+            .filter(|s| options.allows(s.name()))
+            .collect();
+        if !heavy.is_empty() {
+            let cascade = options.cascade.unwrap_or(self.gov.config.cascade);
+            let run = cascade.runs_heavy(policy.decide(&findings, !errors.is_empty()).0);
+            self.gov.count_cascade(run);
+            for slot in heavy.into_iter().filter(|_| run) {
+                match run_guard(slot.as_ref(), || slot.scan(&bounded)) {
+                    Ok(f) => findings.extend(f),
+                    Err(failure) => errors.push(failure),
+                }
+            }
+        }
+        let v = self.verdict(policy, findings, errors, started);
+        if let (Some(cache), Some(scope)) = (cache, scope) {
+            cache.put(input.text, scope, &v, started);
+        }
+        v
     }
 
     /// Scan many inputs; each guard sees the whole batch at once (ML guards batch on the device).
@@ -115,24 +278,26 @@ impl Firewall {
             findings.push(f);
         }
         let mut errors: Vec<Vec<GuardFailure>> = vec![Vec::new(); inputs.len()];
+        let all: Vec<usize> = (0..inputs.len()).collect();
         for guard in &self.guards {
-            match run_guard(guard.as_ref(), || Ok(guard.scan_batch(&bounded))) {
-                Ok(results) if results.len() == inputs.len() => {
-                    for (i, r) in results.into_iter().enumerate() {
-                        match r {
-                            Ok(f) => findings[i].extend(f),
-                            Err(e) => errors[i].push(failure(guard.name(), &e)),
-                        }
-                    }
+            batch_guard(guard.as_ref(), &bounded, &all, &mut findings, &mut errors);
+        }
+        if !self.gov.heavy.is_empty() {
+            // The cascade picks, per input, whether the heavy guards see it; they batch the rest.
+            let cascade = self.gov.config.cascade;
+            let pick: Vec<usize> = (0..inputs.len())
+                .filter(|&i| {
+                    let run = cascade
+                        .runs_heavy(self.policy.decide(&findings[i], !errors[i].is_empty()).0);
+                    self.gov.count_cascade(run);
+                    run
+                })
+                .collect();
+            if !pick.is_empty() {
+                let subset: Vec<Input<'_>> = pick.iter().map(|&i| bounded[i]).collect();
+                for slot in &self.gov.heavy {
+                    batch_guard(slot.as_ref(), &subset, &pick, &mut findings, &mut errors);
                 }
-                Ok(results) => {
-                    let e = GuardError::Backend {
-                        guard: guard.name().to_string(),
-                        message: format!("returned {} results for {} inputs", results.len(), inputs.len()),
-                    };
-                    errors.iter_mut().for_each(|v| v.push(failure(guard.name(), &e)));
-                }
-                Err(f) => errors.iter_mut().for_each(|v| v.push(f.clone())),
             }
         }
         // The batch shares one clock: each verdict reports the batch's wall time per input.
@@ -141,7 +306,7 @@ impl Firewall {
             .into_iter()
             .zip(errors)
             .map(|(f, e)| {
-                let mut v = self.verdict(f, e, Instant::now());
+                let mut v = self.verdict(&self.policy, f, e, Instant::now());
                 v.elapsed = per_input;
                 v
             })
@@ -177,11 +342,19 @@ impl Firewall {
         )
     }
 
-    fn verdict(&self, mut findings: Vec<Finding>, errors: Vec<GuardFailure>, started: Instant) -> Verdict {
-        if self.guards.len() > 1 {
-            findings.sort_by(|a, b| (a.span.start, a.span.end, &a.rule).cmp(&(b.span.start, b.span.end, &b.rule)));
+    fn verdict(
+        &self,
+        policy: &Policy,
+        mut findings: Vec<Finding>,
+        errors: Vec<GuardFailure>,
+        started: Instant,
+    ) -> Verdict {
+        if self.guards.len() + self.gov.heavy.len() > 1 {
+            findings.sort_by(|a, b| {
+                (a.span.start, a.span.end, &a.rule).cmp(&(b.span.start, b.span.end, &b.rule))
+            });
         }
-        let (action, score) = self.policy.decide(&findings, !errors.is_empty());
+        let (action, score) = policy.decide(&findings, !errors.is_empty());
         Verdict {
             action,
             score,
@@ -189,6 +362,39 @@ impl Firewall {
             errors,
             elapsed: started.elapsed(),
         }
+    }
+}
+
+/// Run `guard` over `inputs` (the batch positions `at`), adding findings and failures in place.
+fn batch_guard(
+    guard: &dyn Guard,
+    inputs: &[Input<'_>],
+    at: &[usize],
+    findings: &mut [Vec<Finding>],
+    errors: &mut [Vec<GuardFailure>],
+) {
+    match run_guard(guard, || Ok(guard.scan_batch(inputs))) {
+        Ok(results) if results.len() == inputs.len() => {
+            for (&i, r) in at.iter().zip(results) {
+                match r {
+                    Ok(f) => findings[i].extend(f),
+                    Err(e) => errors[i].push(failure(guard.name(), &e)),
+                }
+            }
+        }
+        Ok(results) => {
+            let e = GuardError::Backend {
+                guard: guard.name().to_string(),
+                message: format!(
+                    "returned {} results for {} inputs",
+                    results.len(),
+                    inputs.len()
+                ),
+            };
+            at.iter()
+                .for_each(|&i| errors[i].push(failure(guard.name(), &e)));
+        }
+        Err(f) => at.iter().for_each(|&i| errors[i].push(f.clone())),
     }
 }
 
@@ -200,7 +406,10 @@ fn failure(guard: &str, e: &GuardError) -> GuardFailure {
 }
 
 /// Run a guard call, turning errors and panics into a recorded failure.
-fn run_guard<T>(guard: &dyn Guard, call: impl FnOnce() -> Result<T, GuardError>) -> Result<T, GuardFailure> {
+fn run_guard<T>(
+    guard: &dyn Guard,
+    call: impl FnOnce() -> Result<T, GuardError>,
+) -> Result<T, GuardFailure> {
     match catch_unwind(AssertUnwindSafe(call)) {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(failure(guard.name(), &e)),

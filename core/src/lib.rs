@@ -18,26 +18,38 @@ mod embed;
 mod engine;
 mod firewall;
 mod fold;
+mod govern;
 mod anchors;
+mod cache;
 mod guard;
+mod memory;
 mod normalize;
 mod policy;
 mod redact;
 mod rules;
 mod scanner;
+mod slot;
+mod stream;
 mod validate;
 mod verdict;
 mod view;
 
+pub use cache::{CacheConfig, CacheScope, CacheStats, VerdictCache};
 pub use config::{Config, ConfigError, Limits, RulesConfig};
 pub use embed::{l2_normalize, EmbedError, Embedder, Embeddings, LoadStats, ModelId};
 pub use engine::RuleSet;
 pub use firewall::{pattern_guard, Firewall};
+pub use govern::{
+    CascadeMode, CascadeStats, FirewallStats, HeavyConfig, Maintenance, MemoryStats, ScanOptions, WindowOverflow,
+};
 pub use guard::{Guard, GuardError, Input, Source};
 pub use fold::{fold_str, is_invisible};
+pub use memory::{parse_bytes, release_free_heap, MemoryBudget, MemoryConfig, Pressure, Rss, MEMORY_LIMIT_ENV};
 pub use policy::{FailMode, Policy, Thresholds};
 pub use redact::redact;
 pub use rules::{default_rules, load_rule_file, merge_rules, parse_rules, Examples, Origin, Rule, RuleError, ViewKind};
 pub use scanner::{PatternGuard, ScanLimits};
+pub use slot::{GuardLoader, GuardSlot, SlotError, SlotOptions, SlotState, SlotStats};
+pub use stream::{StreamChunk, StreamScanner};
 pub use validate::Validator;
 pub use verdict::{Action, Family, Finding, GuardFailure, Severity, Span, Verdict};
