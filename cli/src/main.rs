@@ -23,6 +23,9 @@ mod load_bench;
 mod output;
 mod rules_cmd;
 mod scan;
+#[cfg(feature = "server")]
+mod serve_cmd;
+mod stream;
 #[cfg(feature = "models")]
 mod setup_cmd;
 
@@ -85,6 +88,9 @@ enum Command {
     #[cfg(feature = "onnx")]
     /// Out-of-fold detection of pattern + ML guards on a labeled corpus.
     Crossval(bank_cmd::CrossvalArgs),
+    #[cfg(feature = "server")]
+    /// Serve the HTTP JSON API: scan, streaming scan, guard stats, health, metrics.
+    Serve(serve_cmd::ServeArgs),
 }
 
 /// The configuration from `--config` plus `--rules` files.
@@ -130,6 +136,8 @@ fn main() -> ExitCode {
             Command::Train(args) => bank_cmd::run_train(args),
             #[cfg(feature = "onnx")]
             Command::Crossval(args) => bank_cmd::run_crossval(args, &cfg),
+            #[cfg(feature = "server")]
+            Command::Serve(args) => serve_cmd::run(args, &cfg),
         }
     })();
     match result {

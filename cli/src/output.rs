@@ -2,48 +2,17 @@
 
 use std::io::Write;
 
-use featherguard::{Finding, Verdict};
+use featherguard::Verdict;
 use serde_json::{Map, Value};
 
-/// The JSON object for one verdict, after the echoed fields of the input (e.g. `id`).
+/// The JSON object for one verdict, after the echoed fields of the input (e.g. `id`). The verdict's
+/// own fields are its serde form, the one shape the CLI and the server both emit.
 pub fn verdict_json(verdict: &Verdict, echo: Option<Map<String, Value>>) -> Value {
     let mut obj = echo.unwrap_or_default();
-    obj.insert("action".into(), verdict.action.as_str().into());
-    obj.insert("score".into(), round3(verdict.score).into());
-    obj.insert(
-        "findings".into(),
-        Value::Array(verdict.findings.iter().map(finding_json).collect()),
-    );
-    if !verdict.errors.is_empty() {
-        obj.insert(
-            "errors".into(),
-            serde_json::to_value(&verdict.errors).unwrap_or(Value::Null),
-        );
+    if let Ok(Value::Object(fields)) = serde_json::to_value(verdict) {
+        obj.extend(fields);
     }
-    obj.insert(
-        "elapsed_us".into(),
-        (verdict.elapsed.as_micros().min(u64::MAX as u128) as u64).into(),
-    );
     Value::Object(obj)
-}
-
-fn finding_json(f: &Finding) -> Value {
-    let mut o = Map::new();
-    o.insert("rule".into(), (*f.rule).into());
-    o.insert("family".into(), f.family.as_str().into());
-    o.insert("severity".into(), f.severity.as_str().into());
-    o.insert("score".into(), round3(f.score).into());
-    o.insert("start".into(), f.span.start.into());
-    o.insert("end".into(), f.span.end.into());
-    o.insert("guard".into(), (*f.guard).into());
-    if let Some(view) = &f.view {
-        o.insert("view".into(), view.as_ref().into());
-    }
-    Value::Object(o)
-}
-
-fn round3(x: f32) -> f64 {
-    (f64::from(x) * 1000.0).round() / 1000.0
 }
 
 /// At most `max` chars of `s`, on one line, with an ellipsis when cut.

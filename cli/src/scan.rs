@@ -45,6 +45,7 @@ Examples:
   featherguard scan --jsonl --input req.jsonl --format json   echo each record's other fields
   featherguard scan --source document --input page.txt        text retrieved from the web
   featherguard scan --redact \"my key is AKIAIOSFODNN7EXAMPLE\"   add the text with secrets/PII masked
+  llm ... | featherguard scan --stream                        pass model output on as it is proven safe
 
 With no TEXT and no --input, prompts are read from stdin, one per line.")]
 pub struct ScanArgs {
@@ -75,6 +76,16 @@ pub struct ScanArgs {
     /// Also output each text with secret and PII findings replaced by `[REDACTED:<rule>]`.
     #[arg(long)]
     redact: bool,
+
+    /// Treat stdin as one stream (an LLM's output): write text to stdout as soon as no later byte can
+    /// make it part of a match, secrets and PII redacted; findings go to stderr (`--format json`:
+    /// newline-delimited `text`/`finding`/`end` events on stdout).
+    #[arg(long, conflicts_with_all = ["texts", "input", "jsonl", "redact"])]
+    stream: bool,
+
+    /// With --stream: stop releasing text once the policy's action reaches block.
+    #[arg(long, requires = "stream")]
+    stop_on_block: bool,
 }
 
 struct Outcome {
@@ -190,6 +201,9 @@ impl<W: Write> Scanner<'_, W> {
 }
 
 pub fn run(args: &ScanArgs, cfg: &Config) -> anyhow::Result<ExitCode> {
+    if args.stream {
+        return crate::stream::run(args.format, args.stop_on_block, cfg);
+    }
     let fw = crate::ml::build_firewall(cfg, &args.guards)?;
     let stdout = io::stdout();
     let mut s = Scanner {

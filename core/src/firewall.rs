@@ -8,7 +8,8 @@ use crate::cache::{CacheScope, VerdictCache};
 use crate::config::{Config, ConfigError, Limits};
 use crate::engine::RuleSet;
 use crate::govern::{
-    policy_version, CascadeStats, FirewallStats, Governance, Maintenance, MemoryStats, ScanOptions,
+    policy_version, CascadeStats, FirewallStats, Governance, Maintenance, MemoryStats,
+    ScanObserver, ScanOptions,
 };
 use crate::guard::{Guard, GuardError, Input};
 use crate::memory::{MemoryBudget, Rss};
@@ -16,6 +17,7 @@ use crate::policy::Policy;
 use crate::rules::{default_rules, load_rule_file, merge_rules};
 use crate::scanner::PatternGuard;
 use crate::slot::GuardSlot;
+use crate::stream::StreamScanner;
 use crate::verdict::{Family, Finding, GuardFailure, Severity, Span, Verdict};
 
 /// Runs guards in order and combines their findings with the policy.
@@ -66,7 +68,7 @@ impl Firewall {
     /// with the config's memory budget (`FEATHERGUARD_MEMORY_LIMIT` overrides its limit), verdict
     /// cache and heavy-guard settings. Heavy guards are added with [`Firewall::add_heavy`].
     pub fn from_config(config: &Config) -> Result<Firewall, ConfigError> {
-        let guard = pattern_guard(config)?;
+        let guard = Arc::new(pattern_guard(config)?);
         let memory = config
             .memory
             .clone()
@@ -76,15 +78,33 @@ impl Firewall {
                 message,
             })?;
         let mut fw = Firewall::new(
-            vec![Arc::new(guard)],
+            vec![guard.clone() as Arc<dyn Guard>],
             config.policy.clone(),
             config.limits.clone(),
         );
         fw.gov.memory = Arc::new(MemoryBudget::new(memory));
         fw.gov.cache = VerdictCache::new(config.cache.clone());
         fw.gov.config = config.heavy.clone();
+        fw.gov.pattern = Some(guard);
         fw.version = policy_version(&fw.policy, None, fw.gov.config.cascade);
         Ok(fw)
+    }
+
+    /// A scanner for streamed output with this firewall's pattern guard and policy; `None` when the
+    /// firewall was not built from a config (it has no pattern guard of its own then).
+    pub fn stream_scanner(&self) -> Option<StreamScanner> {
+        let guard = self.gov.pattern.clone()?;
+        Some(StreamScanner::new(guard, self.policy.clone()))
+    }
+
+    /// The pattern guard, when the firewall was built from a config.
+    pub fn pattern(&self) -> Option<&Arc<PatternGuard>> {
+        self.gov.pattern.as_ref()
+    }
+
+    /// Report every guard call's duration to `observer` (metrics).
+    pub fn set_observer(&mut self, observer: Arc<dyn ScanObserver>) {
+        self.gov.observer = Some(observer);
     }
 
     /// The memory budget shared by this firewall's slots; hand it to [`GuardSlot::new`].
@@ -238,7 +258,7 @@ impl Firewall {
         let (bounded, mut findings) = self.bound(input, total_len);
         let mut errors = Vec::new();
         for guard in self.guards.iter().filter(|g| options.allows(g.name())) {
-            match run_guard(guard.as_ref(), || guard.scan(&bounded)) {
+            match self.run_guard(guard.as_ref(), 1, || guard.scan(&bounded)) {
                 Ok(f) => findings.extend(f),
                 Err(failure) => errors.push(failure),
             }
@@ -254,7 +274,7 @@ impl Firewall {
             let run = cascade.runs_heavy(policy.decide(&findings, !errors.is_empty()).0);
             self.gov.count_cascade(run);
             for slot in heavy.into_iter().filter(|_| run) {
-                match run_guard(slot.as_ref(), || slot.scan(&bounded)) {
+                match self.run_guard(slot.as_ref(), 1, || slot.scan(&bounded)) {
                     Ok(f) => findings.extend(f),
                     Err(failure) => errors.push(failure),
                 }
@@ -280,7 +300,14 @@ impl Firewall {
         let mut errors: Vec<Vec<GuardFailure>> = vec![Vec::new(); inputs.len()];
         let all: Vec<usize> = (0..inputs.len()).collect();
         for guard in &self.guards {
-            batch_guard(guard.as_ref(), &bounded, &all, &mut findings, &mut errors);
+            batch_guard(
+                self,
+                guard.as_ref(),
+                &bounded,
+                &all,
+                &mut findings,
+                &mut errors,
+            );
         }
         if !self.gov.heavy.is_empty() {
             // The cascade picks, per input, whether the heavy guards see it; they batch the rest.
@@ -296,7 +323,14 @@ impl Firewall {
             if !pick.is_empty() {
                 let subset: Vec<Input<'_>> = pick.iter().map(|&i| bounded[i]).collect();
                 for slot in &self.gov.heavy {
-                    batch_guard(slot.as_ref(), &subset, &pick, &mut findings, &mut errors);
+                    batch_guard(
+                        self,
+                        slot.as_ref(),
+                        &subset,
+                        &pick,
+                        &mut findings,
+                        &mut errors,
+                    );
                 }
             }
         }
@@ -367,13 +401,14 @@ impl Firewall {
 
 /// Run `guard` over `inputs` (the batch positions `at`), adding findings and failures in place.
 fn batch_guard(
+    fw: &Firewall,
     guard: &dyn Guard,
     inputs: &[Input<'_>],
     at: &[usize],
     findings: &mut [Vec<Finding>],
     errors: &mut [Vec<GuardFailure>],
 ) {
-    match run_guard(guard, || Ok(guard.scan_batch(inputs))) {
+    match fw.run_guard(guard, inputs.len(), || Ok(guard.scan_batch(inputs))) {
         Ok(results) if results.len() == inputs.len() => {
             for (&i, r) in at.iter().zip(results) {
                 match r {
@@ -402,6 +437,24 @@ fn failure(guard: &str, e: &GuardError) -> GuardFailure {
     GuardFailure {
         guard: Arc::from(guard),
         error: e.to_string(),
+    }
+}
+
+impl Firewall {
+    /// Run a guard call over `inputs` texts, timed for the observer.
+    fn run_guard<T>(
+        &self,
+        guard: &dyn Guard,
+        inputs: usize,
+        call: impl FnOnce() -> Result<T, GuardError>,
+    ) -> Result<T, GuardFailure> {
+        let Some(observer) = &self.gov.observer else {
+            return run_guard(guard, call);
+        };
+        let started = Instant::now();
+        let r = run_guard(guard, call);
+        observer.guard_done(guard.name(), inputs, started.elapsed(), r.is_ok());
+        r
     }
 }
 

@@ -111,6 +111,12 @@ impl ScanOptions {
     }
 }
 
+/// Told how long each guard call took: hosts export it (the server's per-guard latency histograms).
+pub trait ScanObserver: Send + Sync {
+    /// `guard` scanned `inputs` texts in `elapsed`; `ok` is false when it failed or panicked.
+    fn guard_done(&self, guard: &str, inputs: usize, elapsed: Duration, ok: bool);
+}
+
 /// Memory figures in [`FirewallStats`].
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MemoryStats {
@@ -154,7 +160,6 @@ pub struct Maintenance {
 }
 
 /// Governance state a firewall owns.
-#[derive(Debug)]
 pub(crate) struct Governance {
     pub heavy: Vec<Arc<GuardSlot>>,
     pub config: HeavyConfig,
@@ -162,6 +167,20 @@ pub(crate) struct Governance {
     pub memory: Arc<MemoryBudget>,
     pub heavy_runs: AtomicU64,
     pub heavy_skipped: AtomicU64,
+    pub observer: Option<Arc<dyn ScanObserver>>,
+    /// The pattern guard when the firewall was built from a config, for stream scanners.
+    pub pattern: Option<Arc<crate::scanner::PatternGuard>>,
+}
+
+impl std::fmt::Debug for Governance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Governance")
+            .field("heavy", &self.heavy)
+            .field("config", &self.config)
+            .field("cache", &self.cache)
+            .field("memory", &self.memory)
+            .finish()
+    }
 }
 
 impl Default for Governance {
@@ -173,6 +192,8 @@ impl Default for Governance {
             memory: Arc::new(MemoryBudget::default()),
             heavy_runs: AtomicU64::new(0),
             heavy_skipped: AtomicU64::new(0),
+            observer: None,
+            pattern: None,
         }
     }
 }

@@ -40,7 +40,8 @@ pub use embed::{l2_normalize, EmbedError, Embedder, Embeddings, LoadStats, Model
 pub use engine::RuleSet;
 pub use firewall::{pattern_guard, Firewall};
 pub use govern::{
-    CascadeMode, CascadeStats, FirewallStats, HeavyConfig, Maintenance, MemoryStats, ScanOptions, WindowOverflow,
+    CascadeMode, CascadeStats, FirewallStats, HeavyConfig, Maintenance, MemoryStats, ScanObserver, ScanOptions,
+    WindowOverflow,
 };
 pub use guard::{Guard, GuardError, Input, Source};
 pub use fold::{fold_str, is_invisible};
@@ -50,6 +51,6 @@ pub use redact::redact;
 pub use rules::{default_rules, load_rule_file, merge_rules, parse_rules, Examples, Origin, Rule, RuleError, ViewKind};
 pub use scanner::{PatternGuard, ScanLimits};
 pub use slot::{GuardLoader, GuardSlot, SlotError, SlotOptions, SlotState, SlotStats};
-pub use stream::{StreamChunk, StreamScanner};
+pub use stream::{StreamChunk, StreamEvent, StreamScanner};
 pub use validate::Validator;
 pub use verdict::{Action, Family, Finding, GuardFailure, Severity, Span, Verdict};

@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use serde::Serialize;
+
 use crate::policy::Policy;
 use crate::redact::redact;
 use crate::scanner::PatternGuard;
@@ -21,6 +23,40 @@ pub struct StreamChunk {
     pub findings: Vec<Finding>,
     /// The policy's action over every finding so far (it only ever rises).
     pub action: Action,
+}
+
+/// One event of a scanned stream, as newline-delimited JSON (`"event"` names the kind): the shape the
+/// CLI's `scan --stream --format json` and the server's streaming endpoint both write.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum StreamEvent<'a> {
+    /// Released text (redacted), standing for `original_len` stream bytes from `offset`.
+    Text {
+        offset: usize,
+        original_len: usize,
+        text: &'a str,
+    },
+    /// A finding that became final; `start`/`end` are offsets in the whole stream.
+    Finding(&'a Finding),
+    /// The stream ended: final action, bytes received, findings reported.
+    End {
+        action: Action,
+        bytes: usize,
+        findings: usize,
+    },
+}
+
+impl StreamChunk {
+    /// The chunk's findings, then its text if any: a consumer sees a finding before the text it
+    /// concerns.
+    pub fn events(&self) -> impl Iterator<Item = StreamEvent<'_>> {
+        let text = (!self.text.is_empty() || self.original_len > 0).then_some(StreamEvent::Text {
+            offset: self.offset,
+            original_len: self.original_len,
+            text: &self.text,
+        });
+        self.findings.iter().map(StreamEvent::Finding).chain(text)
+    }
 }
 
 /// Scans a stream of text with a pattern guard.

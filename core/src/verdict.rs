@@ -181,7 +181,8 @@ pub struct Finding {
     pub rule: Arc<str>,
     pub family: Family,
     pub severity: Severity,
-    /// Confidence in [0, 1]; for pattern findings the severity's score.
+    /// Confidence in [0, 1]; for pattern findings the severity's score. JSON: 3 decimals.
+    #[serde(serialize_with = "round3")]
     pub score: f32,
     /// Byte offsets into the original text.
     #[serde(flatten)]
@@ -204,7 +205,8 @@ pub struct GuardFailure {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Verdict {
     pub action: Action,
-    /// Highest finding score, in [0, 1]; 0 when there are no findings.
+    /// Highest finding score, in [0, 1]; 0 when there are no findings. JSON: 3 decimals.
+    #[serde(serialize_with = "round3")]
     pub score: f32,
     /// Sorted by start offset, then rule id.
     pub findings: Vec<Finding>,
@@ -229,6 +231,11 @@ impl Verdict {
         fams.dedup();
         fams
     }
+}
+
+/// Scores as JSON numbers with 3 decimals (0.85, not 0.8500000238): stable output for every client.
+fn round3<S: serde::Serializer>(x: &f32, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64((f64::from(*x) * 1000.0).round() / 1000.0)
 }
 
 mod micros {
