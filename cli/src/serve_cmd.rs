@@ -27,6 +27,10 @@ pub struct ServeArgs {
     #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
     listen: SocketAddr,
 
+    /// Open connections; more are answered 503 and closed at once.
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    max_connections: usize,
+
     /// Scan requests running at once.
     #[arg(long, default_value_t = 64, value_name = "N")]
     max_inflight: usize,
@@ -78,6 +82,7 @@ pub fn run(args: &ServeArgs, cfg: &Config) -> anyhow::Result<ExitCode> {
         .context("--body-limit")?;
     let options = ServeOptions {
         listen: args.listen,
+        max_connections: args.max_connections,
         max_inflight: args.max_inflight,
         max_queue: args.max_queue,
         deadline: Duration::from_millis(args.deadline_ms),

@@ -9,6 +9,7 @@
 mod admission;
 mod api;
 mod error;
+mod listener;
 mod metrics;
 
 use std::net::SocketAddr;
@@ -34,6 +35,9 @@ pub use metrics::Metrics;
 pub struct ServeOptions {
     /// Address to listen on; loopback by default.
     pub listen: SocketAddr,
+    /// Open connections; one over this is answered 503 and closed at once. HTTP/1.1 carries one
+    /// request at a time per connection, so this bounds the requests waiting for a CPU.
+    pub max_connections: usize,
     /// Scan requests running at once.
     pub max_inflight: usize,
     /// Scan requests waiting for a slot; beyond that, 503 at once.
@@ -68,6 +72,7 @@ impl Default for ServeOptions {
     fn default() -> Self {
         ServeOptions {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_connections: 256,
             max_inflight: 64,
             max_queue: 256,
             deadline: Duration::from_secs(2),
@@ -164,6 +169,13 @@ impl Server {
         let maintenance = tokio::spawn(maintain(app.clone()));
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut rx = stop_rx.clone();
+        let listener = listener::Bounded::new(
+            listener,
+            app.options.max_connections,
+            app.options.retry_after_secs,
+        );
+        let (open, refused) = listener.counters();
+        app.metrics.connections(open, refused);
         let server = axum::serve(listener, router).with_graceful_shutdown(async move {
             let _ = rx.wait_for(|s| *s).await;
         });

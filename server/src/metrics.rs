@@ -1,6 +1,7 @@
 //! Prometheus metrics (text exposition format), all named `featherguard_*`.
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::Arc;
 use std::time::Duration;
 
 use featherguard_core::{Family as ThreatFamily, FirewallStats, ScanObserver, Verdict};
@@ -42,6 +43,10 @@ pub struct Metrics {
     cache_misses: Counter,
     cache_entries: Gauge,
     cascade: Family<Labels, Counter>,
+    open_connections: Gauge,
+    refused_connections: Counter,
+    /// The listener's live counters, read at scrape time.
+    conn_counters: std::sync::OnceLock<(Arc<AtomicUsize>, Arc<AtomicUsize>)>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -80,6 +85,9 @@ impl Metrics {
             cache_misses: Counter::default(),
             cache_entries: Gauge::default(),
             cascade: Family::default(),
+            open_connections: Gauge::default(),
+            refused_connections: Counter::default(),
+            conn_counters: std::sync::OnceLock::new(),
             registry: Registry::default(),
         };
         r.register(
@@ -170,6 +178,16 @@ impl Metrics {
             "Scans by whether heavy guards ran (ran, skipped)",
             m.cascade.clone(),
         );
+        r.register(
+            "open_connections",
+            "Open client connections",
+            m.open_connections.clone(),
+        );
+        r.register(
+            "refused_connections",
+            "Connections answered 503 because max_connections were open",
+            m.refused_connections.clone(),
+        );
         Metrics { registry: r, ..m }
     }
 
@@ -206,6 +224,11 @@ impl Metrics {
             .inc();
     }
 
+    /// Attach the listener's connection counters.
+    pub(crate) fn connections(&self, open: Arc<AtomicUsize>, refused: Arc<AtomicUsize>) {
+        let _ = self.conn_counters.set((open, refused));
+    }
+
     pub fn stream_bytes(&self, n: usize) {
         self.stream_bytes.inc_by(n as u64);
     }
@@ -213,6 +236,14 @@ impl Metrics {
     /// Prometheus text, with snapshot values refreshed from `stats` and the admission counts.
     pub fn render(&self, stats: &FirewallStats, inflight: usize, queued: usize) -> String {
         self.inflight.set(inflight as i64);
+        if let Some((open, refused)) = self.conn_counters.get() {
+            self.open_connections
+                .set(open.load(std::sync::atomic::Ordering::Relaxed) as i64);
+            store(
+                self.refused_connections.inner(),
+                refused.load(std::sync::atomic::Ordering::Relaxed) as u64,
+            );
+        }
         self.queued.set(queued as i64);
         let rss = &stats.memory.rss;
         for (kind, v) in [("total", rss.total), ("anon", rss.anon), ("file", rss.file)] {

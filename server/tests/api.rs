@@ -425,3 +425,43 @@ async fn shutdown_drains_in_flight_requests() {
     assert_eq!(status, 200, "{body}");
     serving.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_bound_get_an_immediate_503() {
+    let s = server(
+        patterns(),
+        ServeOptions {
+            max_connections: 1,
+            ..ServeOptions::default()
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(s.serve(listener, async move {
+        let _ = stop_rx.await;
+    }));
+    // The first connection stays open (idle keep-alive) and takes the only place.
+    let mut held = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    held.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = [0u8; 512];
+    let n = held.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    let (status, body) = raw_post(addr, r#"{"text": "hi"}"#).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("overloaded"));
+    drop(held);
+    // Once the place is free, requests are served again (the server notices the close).
+    let mut status = 0;
+    for _ in 0..500 {
+        status = raw_post(addr, r#"{"text": "hi"}"#).await.0;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(status, 200);
+    stop_tx.send(()).unwrap();
+    serving.await.unwrap().unwrap();
+}

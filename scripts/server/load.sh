@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Load test of `featherguard serve` on loopback, bounded in time (about 2 minutes with the defaults):
+#   1. closed loop at concurrency 1, 8 and 64: throughput, p50/p99 latency, server RSS after each;
+#   2. soak: SOAK_REQUESTS requests (200,000) at concurrency 8; RSS growth after warm-up;
+#   3. overload: open loop at 4x the measured capacity over 1024 connections (the server keeps at
+#      most --max-connections), then recovery at concurrency 8: every request must succeed again;
+#   4. SIGTERM: the server drains and exits 0.
+# Results: one JSON line per phase in $OUT/results.jsonl and a table on stdout.
+# Usage: scripts/server/load.sh [extra `featherguard serve` arguments]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}"
+PORT="${PORT:-18181}"
+DUR="${DUR:-8}"
+SOAK_REQUESTS="${SOAK_REQUESTS:-200000}"
+OUT="${OUT:-$CARGO_TARGET_DIR/serve-load}"
+mkdir -p "$OUT"
+: > "$OUT/results.jsonl"
+
+cargo build --release -q -p featherguard-cli --features server
+cargo build --release -q -p featherguard-server --example loadgen
+BIN="$CARGO_TARGET_DIR/release/featherguard"
+LG="$CARGO_TARGET_DIR/release/examples/loadgen"
+
+"$BIN" serve --listen "127.0.0.1:$PORT" "$@" 2> "$OUT/server.log" &
+PID=$!
+trap 'kill -TERM $PID 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do
+  curl -sf "http://127.0.0.1:$PORT/healthz" > /dev/null && break
+  sleep 0.1
+done
+
+rss() { awk '/^VmRSS/ {print $2 * 1024}' "/proc/$PID/status"; }
+
+phase() { # name, loadgen args...
+  local name="$1"; shift
+  local line
+  line=$(timeout 300 "$LG" --addr "127.0.0.1:$PORT" "$@")
+  echo "$line" | jq -c --arg phase "$name" --argjson rss "$(rss)" '{phase: $phase} + . + {server_rss_bytes: $rss}' \
+    | tee -a "$OUT/results.jsonl"
+}
+
+phase warmup -c 8 -d 2 > /dev/null
+RSS_WARM=$(rss)
+for c in 1 8 64; do
+  phase "closed c=$c" -c "$c" -d "$DUR" > /dev/null
+done
+CAPACITY=$(jq -s 'map(select(.phase == "closed c=64")) | .[0].ok_rps' "$OUT/results.jsonl")
+
+phase soak -c 8 -n "$SOAK_REQUESTS" -d 600 > /dev/null
+RSS_SOAK=$(rss)
+
+RATE=$(jq -n --argjson c "$CAPACITY" '$c * 4')
+phase "overload 4x" --rate "$RATE" --connections 1024 -d "$DUR" > /dev/null
+phase "recovery c=8" -c 8 -d 3 > /dev/null
+curl -s "http://127.0.0.1:$PORT/metrics" > "$OUT/metrics.txt"
+
+kill -TERM "$PID"
+set +e
+wait "$PID"
+EXIT=$?
+set -e
+trap - EXIT
+
+jq -n --argjson warm "$RSS_WARM" --argjson soak "$RSS_SOAK" --argjson exit "$EXIT" \
+  '{phase: "summary", rss_after_warmup_bytes: $warm, rss_after_soak_bytes: $soak,
+    rss_growth_pct: ((($soak - $warm) / $warm * 1000 | round) / 10), sigterm_exit: $exit}' \
+  | tee -a "$OUT/results.jsonl" > /dev/null
+
+echo "| phase | requests | req/s (2xx) | p50 µs | p99 µs | statuses | server RSS MB |"
+echo "|---|---|---|---|---|---|---|"
+jq -r 'select(.phase != "summary") |
+  "| \(.phase) | \(.requests) | \(.ok_rps) | \(.p50_us) | \(.p99_us) | \(.status | to_entries | map("\(.key): \(.value)") | join(", ")) | \(.server_rss_bytes / 1048576 * 10 | round / 10) |"' \
+  "$OUT/results.jsonl"
+jq -r 'select(.phase == "summary") | "RSS after warm-up \(.rss_after_warmup_bytes / 1048576 * 10 | round / 10) MB, after soak \(.rss_after_soak_bytes / 1048576 * 10 | round / 10) MB (\(.rss_growth_pct)%); SIGTERM exit \(.sigterm_exit)"' \
+  "$OUT/results.jsonl"
