@@ -55,11 +55,15 @@ pub struct BankBuildArgs {
     /// Benign false-positive rate at the flag / block cut points (leave-one-out on the bank's benign items).
     #[arg(long, default_value_t = 0.05)]
     flag_fpr: f32,
-    #[arg(long, default_value_t = 0.01)]
+    #[arg(long, default_value_t = BANK_BLOCK_FPR)]
     block_fpr: f32,
     #[command(flatten)]
     embed: EmbedOpts,
 }
+
+/// Default block-level benign FPR of banks. The bank's benign exemplars are harder than everyday
+/// prompts (attack-like words, agent tasks), so 2% there measured 0.5-1% on unseen benign text.
+const BANK_BLOCK_FPR: f32 = 0.02;
 
 #[derive(Args, Debug)]
 #[command(after_help = "\
@@ -107,6 +111,9 @@ pub struct CrossvalArgs {
     extra_benign: Vec<PathBuf>,
     #[arg(long, default_value_t = 5)]
     k: usize,
+    /// Block-level benign FPR the fold banks are calibrated to.
+    #[arg(long, default_value_t = BANK_BLOCK_FPR)]
+    bank_block_fpr: f32,
     /// Write per-item scores as JSONL here.
     #[arg(long, value_name = "FILE")]
     scores: Option<PathBuf>,
@@ -228,6 +235,7 @@ pub fn run_crossval(a: &CrossvalArgs, cfg: &Config) -> anyhow::Result<ExitCode> 
         &trainable,
         a.folds,
         a.k,
+        (0.05, a.bank_block_fpr),
         TrainOptions::default(),
         &mut progress,
     )?;

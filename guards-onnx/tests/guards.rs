@@ -69,10 +69,9 @@ fn empty_and_huge_prompts_are_handled() {
     let v = fw.scan("");
     assert!(v.errors.is_empty(), "{v:?}");
     let huge = "Tell me about the history of the printing press. ".repeat(21_000); // ~1 MB
-    let limits = Limits {
-        max_input_bytes: 2 << 20,
-        ..Limits::default()
-    };
+                                                                                   // Room for the whole megabyte, so the guard (not the firewall's byte limit) bounds the work.
+    let mut limits = Limits::default();
+    limits.max_input_bytes = limits.max_input_bytes.max(2 << 20);
     let fw_big = Firewall::new(fw.guards().to_vec(), fw.policy().clone(), limits);
     let v = fw_big.scan(&huge);
     assert!(v.errors.is_empty(), "{v:?}");

@@ -112,3 +112,51 @@ fn unload_and_reload() {
     assert_eq!(a, b);
     assert_eq!(e.load_stats().unwrap().loads, 2);
 }
+
+/// Without the `cuda` feature a CUDA request is a typed error, never a silent CPU run.
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn cuda_without_the_feature_is_unavailable() {
+    let e = OnnxEmbedder::new(OnnxConfig {
+        device: featherguard_onnx::Device::Cuda(0),
+        ..Default::default()
+    });
+    let _ = embedder(); // the runtime must be set up for this to test the provider path
+    match e.embed(&["x"]) {
+        Err(EmbedError::Unavailable { what, reason, .. }) => {
+            assert!(
+                what.contains("CUDA") && reason.contains("cuda"),
+                "{what}: {reason}"
+            )
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+}
+
+/// With the `cuda` feature: on a machine without a GPU this skips; with one, the provider must
+/// really be CUDA and agree with the CPU.
+#[cfg(feature = "cuda")]
+#[test]
+fn cuda_runs_on_the_gpu_or_skips() {
+    if !std::path::Path::new("/dev/nvidia0").exists() {
+        eprintln!("skipped: no GPU on this machine");
+        return;
+    }
+    let gpu = OnnxEmbedder::new(OnnxConfig {
+        device: featherguard_onnx::Device::Cuda(0),
+        ..Default::default()
+    });
+    gpu.load()
+        .expect("CUDA provider libraries (onnxruntime-gpu, CUDA 13, cuDNN 9) must be installed");
+    assert_eq!(gpu.load_stats().unwrap().provider, "cuda:0");
+    let text = ["The quick brown fox jumps over the lazy dog."];
+    let a = gpu.embed(&text).unwrap();
+    let b = embedder().embed(&text).unwrap();
+    let d = a
+        .data()
+        .iter()
+        .zip(b.data())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    assert!(d < 1e-3, "GPU and CPU differ by {d}");
+}

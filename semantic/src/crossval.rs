@@ -24,12 +24,14 @@ pub struct OutOfFold {
 
 /// Scores every example of `set` out of fold. Examples with `trainable[i] == false` are never
 /// used for training (e.g. text whose license forbids shipping it); they are scored by fold
-/// `i % folds`. `progress` receives `(fold, folds)`.
+/// `i % folds`. Banks are calibrated at `bank_fpr` = (flag, block) benign false-positive rates,
+/// heads as `options` says. `progress` receives `(fold, folds)`.
 pub fn out_of_fold(
     set: &EmbeddedSet,
     trainable: &[bool],
     folds: usize,
     k: usize,
+    bank_fpr: (f32, f32),
     options: TrainOptions,
     progress: &mut dyn crate::Progress,
 ) -> Result<OutOfFold, SemanticError> {
@@ -66,7 +68,7 @@ pub fn out_of_fold(
             .filter(|&i| fold_of[i] != f)
             .collect();
         let sub = set.subset(&train);
-        let bank = build_bank(&sub, k, "fold".into(), options.flag_fpr, options.block_fpr)?;
+        let bank = build_bank(&sub, k, "fold".into(), bank_fpr.0, bank_fpr.1)?;
         let (head, _) = train_head(&sub, options, "fold".into())?;
         let vectors = bank.vectors()?;
         let scorer = KnnScorer { k };
