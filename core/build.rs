@@ -50,7 +50,11 @@ fn strings(rule: &toml::Value, key: &str, at: &str) -> Vec<String> {
             .as_array()
             .unwrap_or_else(|| panic!("{at}: `{key}` must be an array of strings"))
             .iter()
-            .map(|s| s.as_str().unwrap_or_else(|| panic!("{at}: `{key}` must hold strings")).to_string())
+            .map(|s| {
+                s.as_str()
+                    .unwrap_or_else(|| panic!("{at}: `{key}` must hold strings"))
+                    .to_string()
+            })
             .collect(),
     }
 }
@@ -76,11 +80,20 @@ fn main() {
     for path in &files {
         println!("cargo::rerun-if-changed={}", path.display());
         let name = path.file_name().unwrap().to_string_lossy().to_string();
-        let src = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let doc: toml::Table = toml::from_str(&src).unwrap_or_else(|e| panic!("core/rules/{name}: {e}"));
-        let rules = doc.get("rule").and_then(|r| r.as_array()).cloned().unwrap_or_default();
+        let src =
+            std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let doc: toml::Table =
+            toml::from_str(&src).unwrap_or_else(|e| panic!("core/rules/{name}: {e}"));
+        let rules = doc
+            .get("rule")
+            .and_then(|r| r.as_array())
+            .cloned()
+            .unwrap_or_default();
         for rule in &rules {
-            let id = rule.get("id").and_then(|v| v.as_str()).unwrap_or_else(|| panic!("core/rules/{name}: a rule has no id"));
+            let id = rule
+                .get("id")
+                .and_then(|v| v.as_str())
+                .unwrap_or_else(|| panic!("core/rules/{name}: a rule has no id"));
             let at = format!("core/rules/{name}: rule `{id}`");
             assert!(seen.insert(id.to_string()), "{at}: duplicate id");
             let get = |k: &str| rule.get(k).and_then(|v| v.as_str());
@@ -95,17 +108,27 @@ fn main() {
                 None => "None".to_string(),
                 Some(v) if v.as_str() == Some("luhn") => "Some(Validator::Luhn)".into(),
                 Some(v) if v.as_str() == Some("iban") => "Some(Validator::Iban)".into(),
-                Some(v) => match v.get("entropy").and_then(|e| e.as_float().or(e.as_integer().map(|i| i as f64))) {
+                Some(v) => match v
+                    .get("entropy")
+                    .and_then(|e| e.as_float().or(e.as_integer().map(|i| i as f64)))
+                {
                     Some(e) => format!("Some(Validator::Entropy({e:?}))"),
                     None => panic!("{at}: unknown validator {v:?}"),
                 },
             };
             let regex = strings(rule, "regex", &at);
             let literals = strings(rule, "literals", &at);
-            assert!(!regex.is_empty() || !literals.is_empty(), "{at}: no regex and no literals");
+            assert!(
+                !regex.is_empty() || !literals.is_empty(),
+                "{at}: no regex and no literals"
+            );
             let mut anchors_code = Vec::new();
             for p in &regex {
-                let source = if raw { p.clone() } else { fold::fold_pattern(p) };
+                let source = if raw {
+                    p.clone()
+                } else {
+                    fold::fold_pattern(p)
+                };
                 let hir = anchors::parse(&source).unwrap_or_else(|e| panic!("{at}: {e}"));
                 let (prefix, list) = match anchors::gate(&hir) {
                     None => {
@@ -115,7 +138,10 @@ fn main() {
                     Some(anchors::Gate::Prefix(l)) => (true, l),
                     Some(anchors::Gate::Inner(l)) => (false, l),
                 };
-                let lits: Vec<String> = list.iter().map(|l| format!("b\"{}\"", ByteLit(l))).collect();
+                let lits: Vec<String> = list
+                    .iter()
+                    .map(|l| format!("b\"{}\"", ByteLit(l)))
+                    .collect();
                 anchors_code.push(format!("Some(({prefix}, &[{}]))", lits.join(", ")));
             }
             let examples = rule.get("examples");

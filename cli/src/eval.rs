@@ -185,7 +185,11 @@ pub fn run(args: &EvalArgs, cfg: &Config) -> anyhow::Result<ExitCode> {
             .and_then(|v| {
                 let text = v.get("text")?.as_str()?.to_string();
                 let label = v.get("label")?.as_str()?.to_string();
-                let category = v.get("category").and_then(Value::as_str).unwrap_or("").to_string();
+                let category = v
+                    .get("category")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
                 Some((text, label, category))
             });
         buf = line.bytes;
@@ -206,14 +210,28 @@ pub fn run(args: &EvalArgs, cfg: &Config) -> anyhow::Result<ExitCode> {
         bytes_scanned += text.len() as u64;
         match label.as_str() {
             "attack" => {
-                let family = category.split(':').next().filter(|f| !f.is_empty()).unwrap_or("unlabeled");
-                let excluded = args.exclude.iter().any(|p| category.starts_with(p.as_str()));
-                let row = if excluded { format!("{family} (excluded)") } else { family.to_string() };
+                let family = category
+                    .split(':')
+                    .next()
+                    .filter(|f| !f.is_empty())
+                    .unwrap_or("unlabeled");
+                let excluded = args
+                    .exclude
+                    .iter()
+                    .any(|p| category.starts_with(p.as_str()));
+                let row = if excluded {
+                    format!("{family} (excluded)")
+                } else {
+                    family.to_string()
+                };
                 families.entry(row).or_default().add(verdict.action);
                 if !excluded {
                     attacks.add(verdict.action);
                     if verdict.action != Action::Block && args.show_errors {
-                        errors_out.push(format!("MISS [{category}] {}", crate::output::snippet(&text, 150)));
+                        errors_out.push(format!(
+                            "MISS [{category}] {}",
+                            crate::output::snippet(&text, 150)
+                        ));
                     }
                 }
             }
@@ -221,7 +239,11 @@ pub fn run(args: &EvalArgs, cfg: &Config) -> anyhow::Result<ExitCode> {
                 benign.add(verdict.action);
                 if verdict.action == Action::Block && args.show_errors {
                     let rules: Vec<&str> = verdict.findings.iter().map(|f| &*f.rule).collect();
-                    errors_out.push(format!("FP {:?} {}", rules, crate::output::snippet(&text, 150)));
+                    errors_out.push(format!(
+                        "FP {:?} {}",
+                        rules,
+                        crate::output::snippet(&text, 150)
+                    ));
                 }
             }
             other => {
@@ -297,12 +319,20 @@ pub fn run(args: &EvalArgs, cfg: &Config) -> anyhow::Result<ExitCode> {
             print_text(&mut out, &report)?;
         }
     }
-    Ok(if skipped > 0 { ExitCode::from(2) } else { ExitCode::SUCCESS })
+    Ok(if skipped > 0 {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn print_text(out: &mut impl Write, r: &Report) -> io::Result<()> {
     writeln!(out, "corpus: {} ({} items)", r.corpus, r.items)?;
-    writeln!(out, "{:<22} {:>7} {:>8} {:>8} {:>14}", "family", "attacks", "blocked", "recall", "flag|block")?;
+    writeln!(
+        out,
+        "{:<22} {:>7} {:>8} {:>8} {:>14}",
+        "family", "attacks", "blocked", "recall", "flag|block"
+    )?;
     for (name, row) in &r.families {
         writeln!(
             out,
@@ -316,7 +346,11 @@ fn print_text(out: &mut impl Write, r: &Report) -> io::Result<()> {
     }
     let s = &r.summary;
     if !r.excluded_prefixes.is_empty() {
-        writeln!(out, "summary excludes categories starting with: {}", r.excluded_prefixes.join(", "))?;
+        writeln!(
+            out,
+            "summary excludes categories starting with: {}",
+            r.excluded_prefixes.join(", ")
+        )?;
     }
     writeln!(
         out,
@@ -338,6 +372,11 @@ fn print_text(out: &mut impl Write, r: &Report) -> io::Result<()> {
     writeln!(
         out,
         "latency p50 {:.1}us p95 {:.1}us p99 {:.1}us max {:.1}us; {:.0} items/s, {:.1} MB/s",
-        r.latency_us.p50, r.latency_us.p95, r.latency_us.p99, r.latency_us.max, r.throughput_per_s, r.throughput_mb_per_s
+        r.latency_us.p50,
+        r.latency_us.p95,
+        r.latency_us.p99,
+        r.latency_us.max,
+        r.throughput_per_s,
+        r.throughput_mb_per_s
     )
 }

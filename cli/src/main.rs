@@ -15,11 +15,11 @@ mod defaults;
 mod embed_cmd;
 mod eval;
 mod input;
-mod ml;
 #[cfg(feature = "models")]
 mod inspect;
 #[cfg(feature = "models")]
 mod load_bench;
+mod ml;
 mod output;
 mod rules_cmd;
 mod scan;

@@ -29,14 +29,23 @@ pub fn snippet(s: &str, max: usize) -> String {
 }
 
 /// Human-readable verdict: a header line, then one line per finding with the matched text.
-pub fn write_text(out: &mut impl Write, label: &str, text: &str, v: &Verdict) -> std::io::Result<()> {
+pub fn write_text(
+    out: &mut impl Write,
+    label: &str,
+    text: &str,
+    v: &Verdict,
+) -> std::io::Result<()> {
     writeln!(
         out,
         "{:<5} score={:.2} {:>6}us  {}",
         v.action.as_str().to_uppercase(),
         v.score,
         v.elapsed.as_micros(),
-        if label.is_empty() { snippet(text, 70) } else { label.to_string() }
+        if label.is_empty() {
+            snippet(text, 70)
+        } else {
+            label.to_string()
+        }
     )?;
     for f in &v.findings {
         let matched = text.get(f.span.start..f.span.end).unwrap_or("");
@@ -49,7 +58,10 @@ pub fn write_text(out: &mut impl Write, label: &str, text: &str, v: &Verdict) ->
             f.span.start,
             f.span.end,
             snippet(matched, 60),
-            f.view.as_deref().map(|v| format!(" via {v}")).unwrap_or_default(),
+            f.view
+                .as_deref()
+                .map(|v| format!(" via {v}"))
+                .unwrap_or_default(),
         )?;
     }
     for e in &v.errors {

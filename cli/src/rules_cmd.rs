@@ -18,8 +18,10 @@ pub enum RulesCommand {
     },
     /// Validate a rule file (errors carry line and column) and run every rule's examples.
     /// Without FILE, checks the embedded default pack.
-    #[command(after_help = "Exit status: 0 when every rule parses and every example behaves, 1 when an \
-                            example fails, 2 when the file is invalid.")]
+    #[command(
+        after_help = "Exit status: 0 when every rule parses and every example behaves, 1 when an \
+                            example fails, 2 when the file is invalid."
+    )]
     Check {
         /// Rule file (TOML, see docs/rules.md).
         file: Option<PathBuf>,
@@ -76,12 +78,18 @@ pub fn example_failures(rules: &[Rule]) -> anyhow::Result<Vec<(String, String)>>
     for rule in rules {
         for text in &rule.examples.matches {
             if !guard.find(text).iter().any(|f| *f.rule == *rule.id) {
-                failures.push((rule.id.clone(), format!("should match but does not: {text:?}")));
+                failures.push((
+                    rule.id.clone(),
+                    format!("should match but does not: {text:?}"),
+                ));
             }
         }
         for text in &rule.examples.no_match {
             if guard.find(text).iter().any(|f| *f.rule == *rule.id) {
-                failures.push((rule.id.clone(), format!("should not match but does: {text:?}")));
+                failures.push((
+                    rule.id.clone(),
+                    format!("should not match but does: {text:?}"),
+                ));
             }
         }
     }
@@ -103,18 +111,29 @@ fn check(file: Option<&PathBuf>) -> anyhow::Result<ExitCode> {
         eprintln!("{name}: {e}");
         return Ok(ExitCode::from(2));
     }
-    let examples: usize = rules.iter().map(|r| r.examples.matches.len() + r.examples.no_match.len()).sum();
+    let examples: usize = rules
+        .iter()
+        .map(|r| r.examples.matches.len() + r.examples.no_match.len())
+        .sum();
     let failures = example_failures(&rules)?;
     let mut out = io::stdout().lock();
     for (id, msg) in &failures {
-        let origin = rules.iter().find(|r| &r.id == id).map(|r| r.origin.to_string()).unwrap_or_default();
+        let origin = rules
+            .iter()
+            .find(|r| &r.id == id)
+            .map(|r| r.origin.to_string())
+            .unwrap_or_default();
         writeln!(out, "{origin}: rule `{id}`: {msg}")?;
     }
     if file.is_some() {
         let defaults = default_rules();
         for r in &rules {
             if defaults.iter().any(|d| d.id == r.id) {
-                writeln!(out, "{}: note: rule `{}` replaces the default rule with the same id", r.origin, r.id)?;
+                writeln!(
+                    out,
+                    "{}: note: rule `{}` replaces the default rule with the same id",
+                    r.origin, r.id
+                )?;
             }
         }
     }
@@ -125,7 +144,11 @@ fn check(file: Option<&PathBuf>) -> anyhow::Result<ExitCode> {
         examples,
         failures.len()
     )?;
-    Ok(if failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn explain(cfg: &Config, id: &str, text: Option<&str>) -> anyhow::Result<ExitCode> {
@@ -134,11 +157,23 @@ fn explain(cfg: &Config, id: &str, text: Option<&str>) -> anyhow::Result<ExitCod
         anyhow::bail!("no rule with id `{id}` (see `featherguard rules list`)");
     };
     let mut out = io::stdout().lock();
-    writeln!(out, "{}  ({}, {}, defined at {})", rule.id, rule.family, rule.severity, rule.origin)?;
+    writeln!(
+        out,
+        "{}  ({}, {}, defined at {})",
+        rule.id, rule.family, rule.severity, rule.origin
+    )?;
     if !rule.description.is_empty() {
         writeln!(out, "  {}", rule.description)?;
     }
-    writeln!(out, "  view: {:?}{}", rule.view, rule.lang.as_deref().map(|l| format!(", lang: {l}")).unwrap_or_default())?;
+    writeln!(
+        out,
+        "  view: {:?}{}",
+        rule.view,
+        rule.lang
+            .as_deref()
+            .map(|l| format!(", lang: {l}"))
+            .unwrap_or_default()
+    )?;
     if let Some(v) = rule.validate {
         writeln!(out, "  validate: {v:?}")?;
     }
@@ -153,7 +188,11 @@ fn explain(cfg: &Config, id: &str, text: Option<&str>) -> anyhow::Result<ExitCod
         writeln!(out, "  no match:    {m:?}")?;
     }
     if let Some(text) = text {
-        let hits: Vec<_> = guard.find(text).into_iter().filter(|f| &*f.rule == id).collect();
+        let hits: Vec<_> = guard
+            .find(text)
+            .into_iter()
+            .filter(|f| &*f.rule == id)
+            .collect();
         if hits.is_empty() {
             writeln!(out, "  no match in the given text")?;
         }
@@ -163,7 +202,7 @@ fn explain(cfg: &Config, id: &str, text: Option<&str>) -> anyhow::Result<ExitCod
                 "  match {}..{} {:?} via {}",
                 f.span.start,
                 f.span.end,
-                &text[f.span.start..f.span.end],
+                text.get(f.span.start..f.span.end).unwrap_or(""),
                 f.view.as_deref().unwrap_or("?")
             )?;
         }

@@ -101,7 +101,13 @@ struct Scanner<'a, W: Write> {
 }
 
 impl<W: Write> Scanner<'_, W> {
-    fn emit(&mut self, label: &str, text: &str, verdict: &Verdict, echo: Option<Map<String, Value>>) -> io::Result<()> {
+    fn emit(
+        &mut self,
+        label: &str,
+        text: &str,
+        verdict: &Verdict,
+        echo: Option<Map<String, Value>>,
+    ) -> io::Result<()> {
         self.outcome.blocked |= verdict.action == Action::Block;
         match self.args.format {
             Format::Json => {
@@ -115,7 +121,11 @@ impl<W: Write> Scanner<'_, W> {
             Format::Text => {
                 write_text(&mut self.out, label, text, verdict)?;
                 if self.args.redact {
-                    writeln!(self.out, "      redacted: {}", redact(text, &verdict.findings))?;
+                    writeln!(
+                        self.out,
+                        "      redacted: {}",
+                        redact(text, &verdict.findings)
+                    )?;
                 }
                 Ok(())
             }
@@ -153,7 +163,13 @@ impl<W: Write> Scanner<'_, W> {
                     std::str::from_utf8(&line.bytes[..e.valid_up_to()]).unwrap_or_default()
                 }
                 Err(e) => {
-                    self.error(line.number, &format!("invalid UTF-8 at byte {}; line not scanned", e.valid_up_to()))?;
+                    self.error(
+                        line.number,
+                        &format!(
+                            "invalid UTF-8 at byte {}; line not scanned",
+                            e.valid_up_to()
+                        ),
+                    )?;
                     buf = line.bytes;
                     continue;
                 }
@@ -179,7 +195,10 @@ impl<W: Write> Scanner<'_, W> {
             return Ok(());
         }
         if full_len as usize > line.len() {
-            return self.error(number, "JSON record longer than limits.max_input_bytes; not scanned");
+            return self.error(
+                number,
+                "JSON record longer than limits.max_input_bytes; not scanned",
+            );
         }
         let mut obj = match serde_json::from_str::<Value>(line) {
             Ok(Value::Object(m)) => m,
@@ -230,8 +249,10 @@ pub fn run(args: &ScanArgs, cfg: &Config) -> anyhow::Result<ExitCode> {
             None => s.scan_lines(io::stdin().lock(), limit)?,
             Some(p) if p.as_os_str() == "-" => s.scan_lines(io::stdin().lock(), limit)?,
             Some(p) => {
-                let f = File::open(p).map_err(|e| anyhow::anyhow!("{}: cannot open input: {e}", p.display()))?;
-                s.scan_lines(BufReader::with_capacity(256 * 1024, f), limit)?
+                let f = File::open(p)
+                    .map_err(|e| anyhow::anyhow!("{}: cannot open input: {e}", p.display()))?;
+                s.scan_lines(BufReader::with_capacity(256 * 1024, f), limit)
+                    .map_err(|e| anyhow::anyhow!("{}: {e:#}", p.display()))?
             }
         }
     }

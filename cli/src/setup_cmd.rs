@@ -36,8 +36,10 @@ pub fn run(args: &SetupArgs) -> anyhow::Result<ExitCode> {
         verify: args.verify,
         python: args.python.clone(),
     };
-    Ok(match featherguard_setup::execute(&request, &mut std::io::stdout())? {
-        Outcome::Ready => ExitCode::SUCCESS,
-        Outcome::Incomplete => ExitCode::from(2),
-    })
+    Ok(
+        match featherguard_setup::execute(&request, &mut std::io::stdout())? {
+            Outcome::Ready => ExitCode::SUCCESS,
+            Outcome::Incomplete => ExitCode::from(2),
+        },
+    )
 }

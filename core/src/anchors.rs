@@ -27,7 +27,12 @@ pub fn parse(pattern: &str) -> Result<Hir, String> {
         .map_err(|e| {
             // regex-syntax prints the pattern with a caret; the last line is the reason.
             let msg = e.to_string();
-            let reason = msg.lines().filter(|l| !l.trim().is_empty()).last().unwrap_or("").trim().to_string();
+            let reason = msg
+                .lines()
+                .rfind(|l| !l.trim().is_empty())
+                .unwrap_or("")
+                .trim()
+                .to_string();
             format!("invalid regex: {}", reason.trim_start_matches("error: "))
         })?;
     if hir.properties().minimum_len() == Some(0) {
@@ -36,47 +41,209 @@ pub fn parse(pattern: &str) -> Result<Hir, String> {
     Ok(hir)
 }
 
-/// The best gate of a parsed pattern, or `None` when no finite literal set is required
-/// (the pattern then runs over every text).
+/// Inner gates cost a scan of the whole view when they fire, prefix gates one anchored attempt:
+/// an inner gate must be this much rarer to be chosen.
+const INNER_PENALTY: f64 = 10.0;
+
+/// The most selective gate of a parsed pattern, or `None` when no finite literal set is required
+/// (the pattern then runs over every text). Candidates are the literal prefixes of the pattern and
+/// of each required piece of a top-level concatenation; the one expected to occur least wins.
 pub fn gate(hir: &Hir) -> Option<Gate> {
     let hir = fold_ascii_case(hir);
-    if let Some(lits) = literal_set(&hir) {
-        return Some(Gate::Prefix(lits));
-    }
+    let mut best = literal_set(&hir).map(|lits| (set_cost(&lits), Gate::Prefix(lits)));
     let mut node = &hir;
     while let HirKind::Capture(c) = node.kind() {
         node = &c.sub;
     }
-    let HirKind::Concat(children) = node.kind() else {
-        return None;
-    };
-    // The most selective required piece: longest shortest literal, then fewest literals; the
-    // first one wins ties (`@` before `.` in an e-mail pattern).
-    let mut best: Option<(usize, usize, Vec<Vec<u8>>)> = None;
-    for lits in children.iter().filter_map(literal_set) {
-        let min_len = lits.iter().map(Vec::len).min().unwrap_or(0).min(8);
-        let better = best
-            .as_ref()
-            .is_none_or(|(l, n, _)| min_len > *l || (min_len == *l && lits.len() < *n));
-        if better {
-            best = Some((min_len, lits.len(), lits));
+    if let HirKind::Concat(children) = node.kind() {
+        for lits in children.iter().filter_map(literal_set) {
+            let cost = set_cost(&lits) * INNER_PENALTY;
+            // Strictly better only: the first piece wins ties (`@` before `.` in an e-mail pattern).
+            if best.as_ref().is_none_or(|(c, _)| cost < *c) {
+                best = Some((cost, Gate::Inner(lits)));
+            }
         }
     }
-    best.map(|(_, _, lits)| Gate::Inner(lits))
+    best.map(|(_, g)| g)
+}
+
+/// Expected occurrences per text position of any literal of the set.
+fn set_cost(lits: &[Vec<u8>]) -> f64 {
+    lits.iter().map(|l| literal_cost(l)).sum()
+}
+
+/// Probability that `lit` starts at a given position of lowercase text: byte frequencies, but at
+/// least the frequency of the common words it begins (byte products badly underrate "and").
+fn literal_cost(lit: &[u8]) -> f64 {
+    let bytes: f64 = lit.iter().map(|&b| byte_frequency(b)).product();
+    let words: f64 = COMMON_WORDS
+        .iter()
+        .filter(|(w, _)| w.as_bytes().starts_with(lit))
+        .map(|(_, per_thousand)| per_thousand / 1000.0 / AVG_WORD_BYTES)
+        .sum();
+    bytes.max(words)
+}
+
+/// Bytes per word including the space, to turn word frequencies into per-position ones.
+const AVG_WORD_BYTES: f64 = 5.5;
+
+/// Frequent words of English prompts and documents, per thousand words (rounded, from common
+/// word-frequency lists); only a prior for choosing gates, so precision does not matter.
+const COMMON_WORDS: &[(&str, f64)] = &[
+    ("the", 50.0),
+    ("of", 25.0),
+    ("and", 25.0),
+    ("to", 24.0),
+    ("a", 20.0),
+    ("in", 18.0),
+    ("is", 10.0),
+    ("you", 10.0),
+    ("that", 10.0),
+    ("it", 9.0),
+    ("for", 8.0),
+    ("i", 8.0),
+    ("on", 6.0),
+    ("with", 6.0),
+    ("as", 6.0),
+    ("this", 6.0),
+    ("be", 6.0),
+    ("are", 5.0),
+    ("your", 5.0),
+    ("or", 5.0),
+    ("can", 4.0),
+    ("by", 4.0),
+    ("from", 4.0),
+    ("not", 4.0),
+    ("what", 3.0),
+    ("all", 3.0),
+    ("have", 3.0),
+    ("an", 3.0),
+    ("we", 3.0),
+    ("do", 3.0),
+    ("my", 3.0),
+    ("me", 3.0),
+    ("if", 3.0),
+    ("will", 3.0),
+    ("at", 3.0),
+    ("how", 3.0),
+    ("use", 2.0),
+    ("write", 2.0),
+    ("so", 2.0),
+    ("about", 2.0),
+    ("which", 2.0),
+    ("one", 2.0),
+    ("there", 2.0),
+    ("their", 2.0),
+    ("they", 2.0),
+    ("more", 2.0),
+    ("would", 2.0),
+    ("should", 1.5),
+    ("make", 1.5),
+    ("like", 1.5),
+    ("them", 1.5),
+    ("new", 1.5),
+    ("some", 1.5),
+    ("time", 1.5),
+    ("please", 1.5),
+    ("help", 1.5),
+    ("now", 1.5),
+    ("just", 1.5),
+    ("also", 1.5),
+    ("any", 1.5),
+    ("get", 1.5),
+    ("give", 1.0),
+    ("tell", 1.0),
+    ("show", 1.0),
+    ("list", 1.0),
+    ("before", 1.0),
+    ("after", 1.0),
+    ("end", 1.0),
+    ("words", 1.0),
+    ("word", 1.0),
+    ("email", 1.0),
+    ("content", 1.0),
+    ("program", 1.0),
+    ("data", 1.0),
+    ("code", 1.0),
+    ("text", 1.0),
+    ("file", 1.0),
+    ("user", 1.0),
+    ("following", 1.0),
+    ("information", 1.0),
+    ("add", 1.0),
+    ("following", 1.0),
+    ("system", 0.8),
+    ("answer", 0.8),
+    ("question", 0.8),
+    ("example", 0.8),
+    ("here", 0.8),
+    ("into", 0.8),
+    ("out", 0.8),
+    ("up", 0.8),
+    ("no", 0.8),
+    ("only", 0.8),
+    ("its", 0.8),
+    ("our", 0.8),
+    ("but", 0.8),
+    ("was", 0.8),
+    ("create", 0.6),
+    ("explain", 0.6),
+    ("provide", 0.6),
+    ("using", 0.6),
+    ("need", 0.6),
+    ("want", 0.6),
+];
+
+/// Approximate frequency of a byte in normalized (lowercase) prose and code.
+fn byte_frequency(b: u8) -> f64 {
+    const LETTERS: [f64; 26] = [
+        0.065, 0.012, 0.022, 0.034, 0.10, 0.018, 0.016, 0.049, 0.056, 0.001, 0.006, 0.032, 0.019,
+        0.054, 0.060, 0.015, 0.001, 0.048, 0.051, 0.072, 0.022, 0.008, 0.019, 0.002, 0.016, 0.001,
+    ];
+    match b {
+        b'a'..=b'z' => LETTERS[usize::from(b - b'a')],
+        b' ' => 0.16,
+        b'0'..=b'9' => 0.02,
+        b'.' | b',' => 0.01,
+        b'\n' | b'\'' | b'"' | b'-' | b'(' | b')' | b':' | b'/' => 0.004,
+        0x80..=0xff => 0.02,
+        _ => 0.001,
+    }
 }
 
 /// The finite set of non-empty literals one of which every match of `hir` starts with.
 fn literal_set(hir: &Hir) -> Option<Vec<Vec<u8>>> {
-    let mut seq = Extractor::new().kind(ExtractKind::Prefix).extract(hir);
-    seq.optimize_for_prefix_by_preference();
+    // Unoptimized on purpose: whole words are rarer than the shortened prefixes the optimizer picks.
+    let seq = Extractor::new().kind(ExtractKind::Prefix).extract(hir);
     let lits = seq.literals()?;
-    if lits.is_empty() || lits.len() > MAX_GATE_LITERALS || lits.iter().any(|l| l.as_bytes().is_empty()) {
+    if lits.is_empty()
+        || lits.len() > MAX_GATE_LITERALS
+        || lits.iter().any(|l| l.as_bytes().is_empty())
+    {
         return None;
     }
-    let mut out: Vec<Vec<u8>> = lits.iter().map(|l| l.as_bytes().to_ascii_lowercase()).collect();
+    // `ignore\s+` expands to `ignore ` / `ignore\t` / ...: the whitespace adds no selectivity.
+    let mut out: Vec<Vec<u8>> = lits
+        .iter()
+        .map(|l| {
+            let b = l.as_bytes();
+            let keep = b
+                .iter()
+                .rposition(|c| !c.is_ascii_whitespace())
+                .map_or(b.len(), |i| i + 1);
+            b[..keep].to_ascii_lowercase()
+        })
+        .collect();
     out.sort();
     out.dedup();
-    Some(out)
+    // A literal whose prefix is also in the set adds nothing: every text it occurs in has the prefix.
+    let mut kept: Vec<Vec<u8>> = Vec::with_capacity(out.len());
+    for lit in out {
+        if !kept.last().is_some_and(|k| lit.starts_with(k)) {
+            kept.push(lit);
+        }
+    }
+    Some(kept)
 }
 
 /// `hir` with ASCII letters lowercased and `[aA]`-style case classes turned into literals, so
@@ -107,8 +274,16 @@ fn fold_ascii_case(hir: &Hir) -> Hir {
 /// The lowercase letter when `class` is exactly one ASCII letter in both cases.
 fn case_pair(class: &Class) -> Option<u8> {
     let ranges: Vec<(u32, u32)> = match class {
-        Class::Bytes(c) => c.ranges().iter().map(|r| (u32::from(r.start()), u32::from(r.end()))).collect(),
-        Class::Unicode(c) => c.ranges().iter().map(|r| (r.start() as u32, r.end() as u32)).collect(),
+        Class::Bytes(c) => c
+            .ranges()
+            .iter()
+            .map(|r| (u32::from(r.start()), u32::from(r.end())))
+            .collect(),
+        Class::Unicode(c) => c
+            .ranges()
+            .iter()
+            .map(|r| (r.start() as u32, r.end() as u32))
+            .collect(),
     };
     match ranges[..] {
         [(a, a2), (b, b2)] if a == a2 && b == b2 && a < 128 && b < 128 => {
@@ -137,19 +312,49 @@ mod tests {
 
     #[test]
     fn prefix_gates_are_match_prefixes() {
-        let Some(Gate::Prefix(a)) = gate_of(r"\b(?:ignore|disregard)\s+all") else { panic!() };
-        assert!(a.iter().all(|l| b"ignore".starts_with(l) || b"disregard".starts_with(l)), "{a:?}");
+        let Some(Gate::Prefix(a)) = gate_of(r"\b(?:ignore|disregard)\s+all") else {
+            panic!()
+        };
+        assert!(
+            a.iter()
+                .all(|l| b"ignore".starts_with(l) || b"disregard".starts_with(l)),
+            "{a:?}"
+        );
     }
 
     #[test]
     fn case_insensitive_patterns_get_lowercase_gates() {
-        let Some(Gate::Prefix(a)) = gate_of(r"(?i)\bAccountKey=") else { panic!() };
-        assert!(a.iter().all(|l| b"accountkey=".starts_with(l) && !l.is_empty()), "{a:?}");
+        let Some(Gate::Prefix(a)) = gate_of(r"(?i)\bAccountKey=") else {
+            panic!()
+        };
+        assert!(
+            a.iter()
+                .all(|l| b"accountkey=".starts_with(l) && !l.is_empty()),
+            "{a:?}"
+        );
+    }
+
+    #[test]
+    fn the_rarest_required_piece_wins() {
+        let Some(Gate::Inner(a)) =
+            gate_of(r"\b(?:the|a)\s+(?:system\s+prompt|hidden\s+instructions)")
+        else {
+            panic!()
+        };
+        assert!(a.iter().any(|l| l.starts_with(b"system")), "{a:?}");
+        let Some(Gate::Prefix(a)) = gate_of(r"\bignore\s+(?:\w+\s+){0,3}(?:the|your)\s+rules")
+        else {
+            panic!()
+        };
+        assert_eq!(a, vec![b"ignore".to_vec()]);
     }
 
     #[test]
     fn inner_literals_gate_patterns_that_start_with_a_class() {
-        assert_eq!(gate_of(r"\b[a-z0-9.]{1,64}@[a-z]{2,}\.[a-z]{2,}"), Some(Gate::Inner(vec![b"@".to_vec()])));
+        assert_eq!(
+            gate_of(r"\b[a-z0-9.]{1,64}@[a-z]{2,}\.[a-z]{2,}"),
+            Some(Gate::Inner(vec![b"@".to_vec()]))
+        );
         assert_eq!(gate_of(r"[a-z0-9]{20,}"), None);
     }
 }

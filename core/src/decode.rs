@@ -87,18 +87,16 @@ fn decode_url(run: &[u8], out: &mut Vec<u8>) -> bool {
     let mut i = 0;
     while i < run.len() {
         match run[i] {
-            b'%' if i + 2 < run.len() => {
-                match (hex_value(run[i + 1]), hex_value(run[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push(h << 4 | l);
-                        i += 3;
-                    }
-                    _ => {
-                        out.push(b'%');
-                        i += 1;
-                    }
+            b'%' if i + 2 < run.len() => match (hex_value(run[i + 1]), hex_value(run[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 3;
                 }
-            }
+                _ => {
+                    out.push(b'%');
+                    i += 1;
+                }
+            },
             b'+' => {
                 out.push(b' ');
                 i += 1;
@@ -141,34 +139,26 @@ pub(crate) fn for_each_segment(
     let bytes = text.as_bytes();
     let mut i = 0;
     while i < bytes.len() {
-        let b = bytes[i];
-        if b64_value(b).is_none() && b != b'%' {
+        if ends_run(bytes[i]) {
             i += 1;
             continue;
         }
-        // A run of non-space, non-quote bytes: candidate for base64, hex or URL-encoding.
+        // A run of non-space, non-quote ASCII bytes: candidate for base64, hex or URL-encoding.
         let start = i;
-        let mut end = i;
-        let mut escapes = 0;
-        let mut all_b64 = true;
-        let mut all_hex = true;
-        while end < bytes.len() {
-            let c = bytes[end];
-            if c.is_ascii_whitespace() || matches!(c, b'"' | b'\'' | b'`' | b'<' | b'>' | b'(' | b')' | b',' | b';')
-                || c >= 0x80
-            {
-                break;
-            }
-            if c == b'%' {
-                escapes += 1;
-            }
-            all_b64 &= b64_value(c).is_some() || c == b'=';
-            all_hex &= hex_value(c).is_some();
-            end += 1;
+        let end = bytes[start..]
+            .iter()
+            .position(|&c| ends_run(c))
+            .map_or(bytes.len(), |n| start + n);
+        i = end;
+        let run = &bytes[start..end];
+        // Most runs are words: too short for any encoding (a 2-byte run may start spaced hex).
+        if run.len() < MIN_URL_ESCAPES * 3 && run.len() != 2 {
+            continue;
         }
+        let all_hex = run.iter().all(|&c| hex_value(c).is_some());
         // Hex bytes written with spaces: "69 67 6e 6f 72 65".
         let mut hex_end = end;
-        if all_hex && end - start == 2 {
+        if all_hex && run.len() == 2 {
             let mut j = end;
             let mut pairs = 1;
             while j + 3 <= bytes.len()
@@ -182,28 +172,40 @@ pub(crate) fn for_each_segment(
             }
             if pairs >= MIN_HEX / 2 {
                 hex_end = j;
+                i = j;
             }
         }
         let run = &bytes[start..hex_end];
-        let span = Span::new(start, hex_end);
         buf.clear();
         let enc = if hex_end > end || (all_hex && run.len() >= MIN_HEX && run.len() % 2 == 0) {
             decode_hex(run, buf).then_some(Encoding::Hex)
-        } else if all_b64 && run.len() >= MIN_BASE64 {
+        } else if run.len() >= MIN_BASE64
+            && run.iter().all(|&c| b64_value(c).is_some() || c == b'=')
+        {
             decode_base64(run, buf).then_some(Encoding::Base64)
-        } else if escapes >= MIN_URL_ESCAPES {
+        } else if run.iter().filter(|&&c| c == b'%').count() >= MIN_URL_ESCAPES {
             decode_url(run, buf).then_some(Encoding::Url)
         } else {
             None
         };
         if let Some(enc) = enc {
             if looks_like_text(buf) {
-                f(span, enc, buf);
+                f(Span::new(start, hex_end), enc, buf);
             }
         }
-        i = hex_end.max(start + 1);
     }
     tag_segments(text, buf, &mut f);
+}
+
+/// Bytes that end an encoded run: whitespace, quotes, brackets, separators, non-ASCII.
+#[inline]
+fn ends_run(c: u8) -> bool {
+    c.is_ascii_whitespace()
+        || c >= 0x80
+        || matches!(
+            c,
+            b'"' | b'\'' | b'`' | b'<' | b'>' | b'(' | b')' | b',' | b';'
+        )
 }
 
 /// Unicode tag characters (U+E0020–E007E) mirror printable ASCII; decode each run of them.
@@ -268,7 +270,10 @@ mod tests {
         let s = segments("go %69%67%6E%6F%72%65+all");
         assert_eq!((s[0].1, s[0].2.as_str()), (Encoding::Url, "ignore all"));
 
-        let hidden: String = "hi there".chars().map(|c| char::from_u32(0xE0000 + c as u32).unwrap()).collect();
+        let hidden: String = "hi there"
+            .chars()
+            .map(|c| char::from_u32(0xE0000 + c as u32).unwrap())
+            .collect();
         let s = segments(&format!("visible{hidden}text"));
         assert_eq!((s[0].1, s[0].2.as_str()), (Encoding::Tags, "hi there"));
     }
@@ -276,7 +281,10 @@ mod tests {
     #[test]
     fn ignores_words_hashes_and_binary() {
         assert!(segments("Supercalifragilisticexpialidocious is a word").is_empty());
-        assert!(segments("sha256 53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db").is_empty());
+        assert!(segments(
+            "sha256 53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+        )
+        .is_empty());
         assert!(segments("100% of 50% and 20%").is_empty());
     }
 }

@@ -11,9 +11,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use aho_corasick::AhoCorasick;
-use regex_automata::meta;
-use regex_automata::nfa::thompson::WhichCaptures;
+use regex_automata::nfa::thompson::{self, WhichCaptures};
 use regex_automata::util::syntax;
+use regex_automata::{hybrid, meta};
 use regex_automata::{Anchored, Input, MatchKind, PatternID, PatternSet};
 
 use crate::anchors::Gate;
@@ -26,8 +26,11 @@ use crate::view::View;
 /// Most matches one pattern reports per view; enough for redaction, bounded for hostile input.
 const MAX_MATCHES_PER_PATTERN: usize = 256;
 
+/// Gate literals are cut to this many bytes: longer ones add DFA states faster than selectivity.
+const MAX_GATE_BYTES: usize = 6;
+
 /// Lazy-DFA cache bound per compiled pattern (the default is 2 MiB per pattern and thread).
-const SINGLE_CACHE_BYTES: usize = 64 * 1024;
+const SINGLE_CACHE_BYTES: usize = 256 * 1024;
 
 fn syntax_config() -> syntax::Config {
     // Unicode classes off: patterns stay on the DFA (text is normalized first instead).
@@ -49,7 +52,7 @@ enum Check {
     Anchored,
     /// Run the regex over the whole view (the gate literal is inside the match).
     Scan,
-    /// A literal list: the gate hit is the match when its bytes equal one literal (sorted).
+    /// A literal list: the match is a whole literal starting at the gate hit.
     Exact(Vec<Vec<u8>>),
 }
 
@@ -58,10 +61,48 @@ struct Pattern {
     /// Regex source as compiled (folded for the normalized view), or the escaped literal list.
     source: String,
     check: Check,
+    /// Forward-only lazy DFA for anchored checks: the start is known, so no reverse pass.
+    fwd: OnceLock<Option<hybrid::dfa::DFA>>,
+    /// Full regex for scans, captures (validators) and as a fallback; built on first use.
     single: OnceLock<Option<meta::Regex>>,
 }
 
 impl Pattern {
+    fn forward(&self) -> Option<&hybrid::dfa::DFA> {
+        self.fwd
+            .get_or_init(|| {
+                hybrid::dfa::Builder::new()
+                    .syntax(syntax_config())
+                    .thompson(thompson::Config::new().which_captures(WhichCaptures::None))
+                    .configure(
+                        hybrid::dfa::Config::new()
+                            .match_kind(MatchKind::LeftmostFirst)
+                            .cache_capacity(SINGLE_CACHE_BYTES),
+                    )
+                    .build(&self.source)
+                    .ok()
+            })
+            .as_ref()
+    }
+
+    /// End of the match starting exactly at `start`, if any; `None` from the DFA is final,
+    /// an error (cache thrash) falls back to the full regex.
+    fn anchored_end(
+        &self,
+        cache: &mut Option<hybrid::dfa::Cache>,
+        text: &[u8],
+        start: usize,
+    ) -> Option<usize> {
+        let input = Input::new(text).range(start..).anchored(Anchored::Yes);
+        if let Some(dfa) = self.forward() {
+            let cache = cache.get_or_insert_with(|| dfa.create_cache());
+            if let Ok(found) = dfa.try_search_fwd(cache, &input) {
+                return found.map(|hm| hm.offset());
+            }
+        }
+        self.single()?.search(&input).map(|m| m.end())
+    }
+
     fn single(&self) -> Option<&meta::Regex> {
         self.single
             .get_or_init(|| {
@@ -97,29 +138,93 @@ pub(crate) struct Candidate {
 pub(crate) struct MatchScratch {
     candidates: Vec<Candidate>,
     unanchored_hits: PatternSet,
+    /// Lazy-DFA cache per pattern, created on the pattern's first anchored check in this thread.
+    caches: Vec<Option<hybrid::dfa::Cache>>,
+}
+
+/// The gate literals of one pattern; `None` when it has no gate and runs over every view.
+type GateLiterals = Option<Vec<Vec<u8>>>;
+
+/// One gate automaton and, per gate literal, the patterns it gates.
+struct Gates {
+    ac: AhoCorasick,
+    /// For literal `i` of `ac`, the gated patterns are `targets[ranges[i].0..ranges[i].1]`.
+    ranges: Vec<(u32, u32)>,
+    targets: Vec<u32>,
+    /// Holds only literals with non-ASCII bytes, so it cannot match an ASCII view.
+    non_ascii: bool,
+}
+
+impl Gates {
+    /// ASCII literals go into a DFA (one table lookup per byte; the ASCII alphabet keeps it small);
+    /// the others (CJK, Cyrillic, ...) into a compact NFA that only runs on non-ASCII views.
+    fn build(
+        literals: Vec<(Vec<u8>, Vec<u32>)>,
+        non_ascii: bool,
+        lowercase_text: bool,
+    ) -> Result<Gates, RuleError> {
+        let mut ranges = Vec::with_capacity(literals.len());
+        let mut targets = Vec::new();
+        for (_, t) in &literals {
+            let from = targets.len() as u32;
+            targets.extend_from_slice(t);
+            ranges.push((from, targets.len() as u32));
+        }
+        let kind = if non_ascii {
+            aho_corasick::AhoCorasickKind::ContiguousNFA
+        } else {
+            aho_corasick::AhoCorasickKind::DFA
+        };
+        let ac = AhoCorasick::builder()
+            .match_kind(aho_corasick::MatchKind::Standard)
+            .ascii_case_insensitive(!lowercase_text)
+            // Dense transitions only at the root: deeper dense NFA states cost ~1 MB for a couple
+            // of thousand literals and buy little speed.
+            .dense_depth(1)
+            .kind(Some(kind))
+            .start_kind(aho_corasick::StartKind::Unanchored)
+            .build(literals.iter().map(|(a, _)| a))
+            .map_err(|e| RuleError::Compile {
+                message: format!("gate automaton: {e}"),
+            })?;
+        Ok(Gates {
+            ac,
+            ranges,
+            targets,
+            non_ascii,
+        })
+    }
 }
 
 /// All patterns of one view kind.
 pub(crate) struct Matcher {
     patterns: Vec<Pattern>,
-    anchors: Option<AhoCorasick>,
-    /// For anchor `i`, the patterns it anchors are `targets[ranges[i].0..ranges[i].1]`.
-    ranges: Vec<(u32, u32)>,
-    targets: Vec<u32>,
+    gates: Vec<Gates>,
     /// Patterns without anchors, searched together; set pattern `i` is `unanchored_ids[i]`.
     unanchored: Option<meta::Regex>,
     unanchored_ids: Vec<u32>,
 }
 
 impl Matcher {
-    fn build(patterns: Vec<Pattern>, gates: Vec<Option<Vec<Vec<u8>>>>) -> Result<Matcher, RuleError> {
+    /// `lowercase_text`: the view is lowercase already (normalized), so gates match exactly;
+    /// otherwise (raw) they match ASCII-case-insensitively.
+    fn build(
+        patterns: Vec<Pattern>,
+        gates: Vec<GateLiterals>,
+        lowercase_text: bool,
+    ) -> Result<Matcher, RuleError> {
         let mut by_anchor: HashMap<Vec<u8>, Vec<u32>> = HashMap::new();
         let mut unanchored_ids = Vec::new();
         for (i, gate) in gates.into_iter().enumerate() {
             match gate {
                 Some(list) => {
                     for a in list {
-                        by_anchor.entry(a.to_ascii_lowercase()).or_default().push(i as u32);
+                        // A prefix of a gate literal is still a gate; short ones keep the DFA small.
+                        let a = &a[..a.len().min(MAX_GATE_BYTES)];
+                        by_anchor
+                            .entry(a.to_ascii_lowercase())
+                            .or_default()
+                            .push(i as u32);
                     }
                 }
                 None => unanchored_ids.push(i as u32),
@@ -130,28 +235,14 @@ impl Matcher {
         }
         let mut anchor_list: Vec<(Vec<u8>, Vec<u32>)> = by_anchor.into_iter().collect();
         anchor_list.sort();
-        let mut ranges = Vec::with_capacity(anchor_list.len());
-        let mut targets = Vec::new();
-        for (_, t) in &anchor_list {
-            let from = targets.len() as u32;
-            targets.extend_from_slice(t);
-            ranges.push((from, targets.len() as u32));
+        let (ascii, other): (Vec<_>, Vec<_>) =
+            anchor_list.into_iter().partition(|(a, _)| a.is_ascii());
+        let mut gates = Vec::new();
+        for (lits, non_ascii) in [(ascii, false), (other, true)] {
+            if !lits.is_empty() {
+                gates.push(Gates::build(lits, non_ascii, lowercase_text)?);
+            }
         }
-        let anchors = if anchor_list.is_empty() {
-            None
-        } else {
-            let ac = AhoCorasick::builder()
-                .match_kind(aho_corasick::MatchKind::Standard)
-                .ascii_case_insensitive(true)
-                // Dense transitions only at the root: deeper dense states cost ~1 MB for a
-                // couple of thousand anchors and buy little speed.
-                .dense_depth(1)
-                .build(anchor_list.iter().map(|(a, _)| a))
-                .map_err(|e| RuleError::Compile {
-                    message: format!("anchor automaton: {e}"),
-                })?;
-            Some(ac)
-        };
         let unanchored = if unanchored_ids.is_empty() {
             None
         } else {
@@ -175,9 +266,7 @@ impl Matcher {
         };
         Ok(Matcher {
             patterns,
-            anchors,
-            ranges,
-            targets,
+            gates,
             unanchored,
             unanchored_ids,
         })
@@ -186,12 +275,13 @@ impl Matcher {
     /// A constructor of scratch space for this matcher (held by the scanner's pool).
     pub(crate) fn scratch_factory(&self) -> impl Fn() -> MatchScratch + Send + Sync + 'static {
         let n = self.unanchored_ids.len();
+        let patterns = self.patterns.len();
         move || MatchScratch {
             candidates: Vec::new(),
             unanchored_hits: PatternSet::new(n),
+            caches: (0..patterns).map(|_| None).collect(),
         }
     }
-
 }
 
 /// A compiled rule pack.
@@ -231,7 +321,7 @@ fn regex_gate(rule: &Rule, i: usize, source: &str) -> Result<Option<Gate>, Strin
 impl RuleSet {
     /// Compile rules (already parsed and checked) into matchers. Regexes compile on first use.
     pub fn new(rules: Vec<Rule>) -> Result<RuleSet, RuleError> {
-        let mut parts: [(Vec<Pattern>, Vec<Option<Vec<Vec<u8>>>>); 2] = Default::default();
+        let mut parts: [(Vec<Pattern>, Vec<GateLiterals>); 2] = Default::default();
         for (idx, rule) in rules.iter().enumerate() {
             let fold = rule.view == ViewKind::Normalized;
             let (patterns, anchors) = &mut parts[usize::from(fold)];
@@ -252,6 +342,7 @@ impl RuleSet {
                     rule: idx,
                     source,
                     check,
+                    fwd: OnceLock::new(),
                     single: OnceLock::new(),
                 });
             }
@@ -259,7 +350,13 @@ impl RuleSet {
                 let lits: Vec<Cow<str>> = rule
                     .literals
                     .iter()
-                    .map(|l| if fold { Cow::Owned(fold_str(l)) } else { Cow::Borrowed(l.as_str()) })
+                    .map(|l| {
+                        if fold {
+                            Cow::Owned(fold_str(l))
+                        } else {
+                            Cow::Borrowed(l.as_str())
+                        }
+                    })
                     .filter(|l| !l.is_empty())
                     .collect();
                 let mut source = String::from("(?:");
@@ -278,6 +375,7 @@ impl RuleSet {
                     rule: idx,
                     source,
                     check: Check::Exact(exact),
+                    fwd: OnceLock::new(),
                     single: OnceLock::new(),
                 });
             }
@@ -285,8 +383,8 @@ impl RuleSet {
         let [(raw_p, raw_a), (norm_p, norm_a)] = parts;
         let ids = rules.iter().map(|r| Arc::from(r.id.as_str())).collect();
         Ok(RuleSet {
-            raw: Matcher::build(raw_p, raw_a)?,
-            normalized: Matcher::build(norm_p, norm_a)?,
+            raw: Matcher::build(raw_p, raw_a, false)?,
+            normalized: Matcher::build(norm_p, norm_a, true)?,
             rules,
             ids,
         })
@@ -318,7 +416,11 @@ impl RuleSet {
     pub fn unanchored_rules(&self) -> Vec<&str> {
         let mut ids: Vec<&str> = [&self.raw, &self.normalized]
             .iter()
-            .flat_map(|m| m.unanchored_ids.iter().map(|&i| m.patterns[i as usize].rule))
+            .flat_map(|m| {
+                m.unanchored_ids
+                    .iter()
+                    .map(|&i| m.patterns[i as usize].rule)
+            })
             .map(|r| self.rules[r].id.as_str())
             .collect();
         ids.sort_unstable();
@@ -331,7 +433,7 @@ impl RuleSet {
         [&self.raw, &self.normalized]
             .iter()
             .map(|m| {
-                m.anchors.as_ref().map_or(0, AhoCorasick::memory_usage)
+                m.gates.iter().map(|g| g.ac.memory_usage()).sum::<usize>()
                     + m.unanchored.as_ref().map_or(0, meta::Regex::memory_usage)
                     + m.patterns
                         .iter()
@@ -345,7 +447,11 @@ impl RuleSet {
     /// Compile every pattern now instead of on first use (steadier latency, more memory).
     pub fn warm(&self) {
         for m in [&self.raw, &self.normalized] {
-            for p in m.patterns.iter().filter(|p| !matches!(p.check, Check::Exact(_))) {
+            for p in m
+                .patterns
+                .iter()
+                .filter(|p| !matches!(p.check, Check::Exact(_)))
+            {
                 p.single();
             }
         }
@@ -375,27 +481,38 @@ impl RuleSet {
         }
         let emit = |out: &mut Vec<Finding>, pattern: &Pattern, start: usize, end: usize| {
             let rule = &self.rules[pattern.rule];
+            let span = view.original(start, end);
+            if span.is_empty() {
+                return;
+            }
             out.push(Finding {
                 rule: self.ids[pattern.rule].clone(),
                 family: rule.family,
                 severity: rule.severity,
                 score: rule.severity.score(),
-                span: view.original(start, end),
+                span,
                 guard: guard.clone(),
                 view: Some(Cow::Borrowed(view_name)),
             });
         };
-        if let Some(ac) = &matcher.anchors {
-            let cands = &mut scratch.candidates;
+        if !matcher.gates.is_empty() {
+            let ascii = text.is_ascii();
+            let MatchScratch {
+                candidates: cands,
+                caches,
+                ..
+            } = scratch;
             cands.clear();
-            for m in ac.find_overlapping_iter(aho_corasick::Input::new(text)) {
-                let (from, to) = matcher.ranges[m.pattern().as_usize()];
-                for &pattern in &matcher.targets[from as usize..to as usize] {
-                    cands.push(Candidate {
-                        pattern,
-                        start: m.start() as u32,
-                        end: m.end() as u32,
-                    });
+            for g in matcher.gates.iter().filter(|g| !(ascii && g.non_ascii)) {
+                for m in g.ac.find_overlapping_iter(aho_corasick::Input::new(text)) {
+                    let (from, to) = g.ranges[m.pattern().as_usize()];
+                    for &pattern in &g.targets[from as usize..to as usize] {
+                        cands.push(Candidate {
+                            pattern,
+                            start: m.start() as u32,
+                            end: m.end() as u32,
+                        });
+                    }
                 }
             }
             if !cands.is_empty() {
@@ -417,12 +534,20 @@ impl RuleSet {
                     let rule = &self.rules[pattern.rule];
                     let found = match &pattern.check {
                         Check::Exact(lits) => {
-                            let span = Span::new(start, c.end as usize);
-                            let bytes = &text[span.start..span.end];
-                            (lits.binary_search_by(|l| l.as_slice().cmp(bytes)).is_ok()
-                                && rule.validate.is_none_or(|v| v.check(bytes)))
-                            .then_some(span)
+                            // The gate may be a cut-down literal: find the longest whole one here.
+                            let rest = &text[start..];
+                            lits.iter()
+                                .filter(|l| rest.starts_with(l))
+                                .map(|l| Span::new(start, start + l.len()))
+                                .max_by_key(|sp| sp.end)
+                                .filter(|sp| {
+                                    rule.validate
+                                        .is_none_or(|v| v.check(&text[sp.start..sp.end]))
+                                })
                         }
+                        Check::Anchored if rule.validate.is_none() => pattern
+                            .anchored_end(&mut caches[c.pattern as usize], text, start)
+                            .map(|end| Span::new(start, end)),
                         Check::Anchored => match pattern.single() {
                             Some(re) => anchored_match(re, text, start, rule.validate),
                             // Unreachable for patterns that parsed; still reported, at the gate.
@@ -465,7 +590,9 @@ fn scan_all(pattern: &Pattern, rule: &Rule, text: &[u8], mut emit: impl FnMut(us
     let mut count = 0;
     let mut at = 0;
     while at < text.len() && count < MAX_MATCHES_PER_PATTERN {
-        let Some(m) = re.search(&Input::new(text).range(at..)) else { break };
+        let Some(m) = re.search(&Input::new(text).range(at..)) else {
+            break;
+        };
         let span = match rule.validate {
             None => Some(Span::new(m.start(), m.end())),
             Some(_) => anchored_match(re, text, m.start(), rule.validate),
@@ -479,7 +606,12 @@ fn scan_all(pattern: &Pattern, rule: &Rule, text: &[u8], mut emit: impl FnMut(us
 }
 
 /// The match of `re` starting exactly at `start`, if any, that passes `validate`.
-fn anchored_match(re: &meta::Regex, text: &[u8], start: usize, validate: Option<Validator>) -> Option<Span> {
+fn anchored_match(
+    re: &meta::Regex,
+    text: &[u8],
+    start: usize,
+    validate: Option<Validator>,
+) -> Option<Span> {
     let input = Input::new(text).range(start..).anchored(Anchored::Yes);
     let Some(validator) = validate else {
         return re.search(&input).map(|m| Span::new(m.start(), m.end()));
@@ -491,7 +623,9 @@ fn anchored_match(re: &meta::Regex, text: &[u8], start: usize, validate: Option<
         .group_info()
         .to_index(PatternID::ZERO, "v")
         .and_then(|g| caps.get_group(g))
-        .map_or(Span::new(whole.start(), whole.end()), |g| Span::new(g.start, g.end));
+        .map_or(Span::new(whole.start(), whole.end()), |g| {
+            Span::new(g.start, g.end)
+        });
     validator
         .check(&text[value.start..value.end])
         .then_some(Span::new(whole.start(), whole.end()))

@@ -383,7 +383,8 @@ impl Firewall {
         errors: Vec<GuardFailure>,
         started: Instant,
     ) -> Verdict {
-        if self.guards.len() + self.gov.heavy.len() > 1 {
+        // Always sort: the limits finding and several guards' findings interleave.
+        if findings.len() > 1 {
             findings.sort_by(|a, b| {
                 (a.span.start, a.span.end, &a.rule).cmp(&(b.span.start, b.span.end, &b.rule))
             });

@@ -101,7 +101,6 @@ pub fn fold_str(s: &str) -> String {
     out
 }
 
-
 /// A pattern's non-ASCII literal characters folded like the normalized view folds text; folded
 /// ASCII punctuation is escaped so `＊` stays a literal.
 pub fn fold_pattern(pattern: &str) -> String {

@@ -102,12 +102,15 @@ impl Policy {
             flag_at: self.flag_at,
             block_at: self.block_at,
         };
-        let all = std::iter::once((None, &default)).chain(self.families.iter().map(|(f, t)| (Some(*f), t)));
+        let all = std::iter::once((None, &default))
+            .chain(self.families.iter().map(|(f, t)| (Some(*f), t)));
         for (fam, t) in all {
             let ok = |x: f32| x.is_finite() && (0.0..=2.0).contains(&x);
             if !ok(t.flag_at) || !ok(t.block_at) {
                 let which = fam.map_or("policy".to_string(), |f| format!("policy.families.{f}"));
-                return Err(format!("{which}: thresholds must be numbers between 0 and 2 (above 1 disables)"));
+                return Err(format!(
+                    "{which}: thresholds must be numbers between 0 and 2 (above 1 disables)"
+                ));
             }
         }
         Ok(())

@@ -8,7 +8,11 @@ pub fn redact(text: &str, findings: &[Finding]) -> String {
     let mut spans: Vec<(usize, usize, &str)> = findings
         .iter()
         .filter(|f| f.family.is_sensitive_data())
-        .filter(|f| f.span.end <= text.len() && text.is_char_boundary(f.span.start) && text.is_char_boundary(f.span.end))
+        .filter(|f| {
+            f.span.end <= text.len()
+                && text.is_char_boundary(f.span.start)
+                && text.is_char_boundary(f.span.end)
+        })
         .map(|f| (f.span.start, f.span.end, &*f.rule))
         .collect();
     if spans.is_empty() {

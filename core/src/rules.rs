@@ -163,9 +163,9 @@ fn origin(file: &str, src: &str, offset: usize) -> Origin {
 fn valid_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 64
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'))
+        && id.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
+        })
 }
 
 /// Parse and validate a rule file's text. `file` is used in messages only.
@@ -205,7 +205,10 @@ pub fn parse_rules(file: &str, src: &str) -> Result<Vec<Rule>, RuleError> {
             });
         }
         if raw.regex.is_empty() && raw.literals.is_empty() {
-            return Err(invalid(at, "a rule needs at least one `regex` or `literals` entry".into()));
+            return Err(invalid(
+                at,
+                "a rule needs at least one `regex` or `literals` entry".into(),
+            ));
         }
         if raw.literals.iter().any(String::is_empty) {
             return Err(invalid(at, "`literals` entries must not be empty".into()));
@@ -339,12 +342,25 @@ no_match = ["ignored"]
     #[test]
     fn rejects_duplicates_bad_ids_and_empty_rules() {
         let dup = "[[rule]]\nid='a'\nfamily='pii'\nseverity='low'\nliterals=['x']\n[[rule]]\nid='a'\nfamily='pii'\nseverity='low'\nliterals=['y']\n";
-        assert!(matches!(parse_rules("f", dup), Err(RuleError::Duplicate { .. })));
+        assert!(matches!(
+            parse_rules("f", dup),
+            Err(RuleError::Duplicate { .. })
+        ));
         let bad = "[[rule]]\nid='A B'\nfamily='pii'\nseverity='low'\nliterals=['x']\n";
-        assert!(matches!(parse_rules("f", bad), Err(RuleError::Invalid { .. })));
+        assert!(matches!(
+            parse_rules("f", bad),
+            Err(RuleError::Invalid { .. })
+        ));
         let empty = "[[rule]]\nid='a'\nfamily='pii'\nseverity='low'\n";
-        assert!(matches!(parse_rules("f", empty), Err(RuleError::Invalid { .. })));
-        let unknown = "[[rule]]\nid='a'\nfamily='pii'\nseverity='low'\nliterals=['x']\ncolour='red'\n";
-        assert!(matches!(parse_rules("f", unknown), Err(RuleError::Syntax { .. })));
+        assert!(matches!(
+            parse_rules("f", empty),
+            Err(RuleError::Invalid { .. })
+        ));
+        let unknown =
+            "[[rule]]\nid='a'\nfamily='pii'\nseverity='low'\nliterals=['x']\ncolour='red'\n";
+        assert!(matches!(
+            parse_rules("f", unknown),
+            Err(RuleError::Syntax { .. })
+        ));
     }
 }

@@ -62,7 +62,8 @@ struct Scratch {
     hits_norm: MatchScratch,
 }
 
-type ScratchFn = Box<dyn Fn() -> Scratch + Send + Sync + std::panic::UnwindSafe + std::panic::RefUnwindSafe>;
+type ScratchFn =
+    Box<dyn Fn() -> Scratch + Send + Sync + std::panic::UnwindSafe + std::panic::RefUnwindSafe>;
 
 /// The pattern guard: a compiled rule pack plus scan limits.
 pub struct PatternGuard {
@@ -151,10 +152,24 @@ impl PatternGuard {
         rules.scan_view(rules.raw(), &s.raw, "raw", &mut s.hits_raw, &self.name, out);
 
         normalize_into(window, base, &mut s.folded);
-        rules.scan_view(rules.normalized(), &s.folded, "normalized", &mut s.hits_norm, &self.name, out);
+        rules.scan_view(
+            rules.normalized(),
+            &s.folded,
+            "normalized",
+            &mut s.hits_norm,
+            &self.name,
+            out,
+        );
 
         if deobfuscate(&s.folded, &mut s.tmp, &mut s.deobf) {
-            rules.scan_view(rules.normalized(), &s.deobf, "deobfuscated", &mut s.hits_norm, &self.name, out);
+            rules.scan_view(
+                rules.normalized(),
+                &s.deobf,
+                "deobfuscated",
+                &mut s.hits_norm,
+                &self.name,
+                out,
+            );
         }
 
         if self.limits.decode_depth > 0 {
@@ -213,7 +228,11 @@ fn collect_segments(text: &str, buf: &mut Vec<u8>, map: impl Fn(Span) -> Span) -
 
 /// Split `text` into windows of at most `size` bytes overlapping by `overlap`, on char boundaries.
 /// Yields `(offset, window)`; a text no longer than `size` is one window.
-pub(crate) fn windows(text: &str, size: usize, overlap: usize) -> impl Iterator<Item = (usize, &str)> {
+pub(crate) fn windows(
+    text: &str,
+    size: usize,
+    overlap: usize,
+) -> impl Iterator<Item = (usize, &str)> {
     let mut start = 0;
     let mut done = false;
     std::iter::from_fn(move || {

@@ -82,7 +82,10 @@ impl FromStr for Family {
             .find(|f| f.as_str() == s)
             .ok_or_else(|| {
                 let names: Vec<&str> = Family::ALL.iter().map(|f| f.as_str()).collect();
-                format!("unknown family `{s}` (expected one of: {})", names.join(", "))
+                format!(
+                    "unknown family `{s}` (expected one of: {})",
+                    names.join(", ")
+                )
             })
     }
 }
@@ -128,7 +131,9 @@ impl fmt::Display for Severity {
 }
 
 /// What the caller should do with the text. Ordered: `Allow < Flag < Block`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     #[default]

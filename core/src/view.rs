@@ -45,8 +45,7 @@ impl View {
     pub(crate) fn push_str(&mut self, s: &str, from: u32, to: u32) {
         self.text.extend_from_slice(s.as_bytes());
         if matches!(self.mapping, Mapping::Table { .. }) {
-            self.spans
-                .extend(std::iter::repeat_n((from, to), s.len()));
+            self.spans.extend(std::iter::repeat_n((from, to), s.len()));
         }
     }
 
@@ -57,10 +56,23 @@ impl View {
     }
 
     /// Original span of view bytes `[start, end)`; `start < end <= text.len()`.
+    /// A byte-level pattern may start or end inside a multi-byte char (a context class such as
+    /// `[^\w]` consumed one byte of it): the span shrinks to the whole chars inside the match.
     pub(crate) fn original(&self, start: usize, end: usize) -> Span {
         debug_assert!(start < end && end <= self.text.len());
         match self.mapping {
-            Mapping::Identity { base } => Span::new(base + start, base + end),
+            Mapping::Identity { base } => {
+                let is_cont = |i: usize| self.text.get(i).is_some_and(|b| b & 0xC0 == 0x80);
+                let mut s = start;
+                while s < end && is_cont(s) {
+                    s += 1;
+                }
+                let mut e = end;
+                while e > s && is_cont(e) {
+                    e -= 1;
+                }
+                Span::new(base + s, base + e)
+            }
             Mapping::Table { base } => {
                 let s = self.spans[start].0 as usize;
                 let e = self.spans[end - 1].1 as usize;
