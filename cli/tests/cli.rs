@@ -781,7 +781,6 @@ fn snapshot_text_output() {
 /// `[^\w+]`, so after `é` its span starts inside the char. `rules explain --text` slices the text with
 /// it and panics (exit 101), and `--redact` leaves the number in clear.
 #[test]
-#[ignore = "bug: phone number after 'é' gets a span inside the char; rules explain --text panics, --redact skips it"]
 fn phone_number_after_a_multibyte_char() {
     let text = "é+44 20 7946 0958";
     let o = run(&["rules", "explain", "pii.phone", "--text", text]);

@@ -56,16 +56,6 @@ fn tiny_limit_firewall() -> &'static Firewall {
 // ---------------------------------------------------------------------------------------------------
 // Checks
 
-/// Rules with a known bug (see `raw_context_byte_spans_lie_on_char_boundaries`, ignored until fixed):
-/// their span may include one context byte of a neighbouring multi-byte char. Only that is tolerated
-/// for them; remove this list when the bug is fixed.
-const KNOWN_OFF_BOUNDARY: &[&str] = &[
-    "pii.phone",
-    "secret.aws.secret-access-key",
-    "secret.gcp.api-key",
-    "secret.azure.storage",
-];
-
 fn on_boundaries(text: &str, f: &Finding) -> bool {
     text.is_char_boundary(f.span.start) && text.is_char_boundary(f.span.end)
 }
@@ -84,14 +74,8 @@ fn check_spans(text: &str, findings: &[Finding]) -> Result<(), TestCaseError> {
             text.len(),
             f.rule
         );
-        let known = KNOWN_OFF_BOUNDARY.contains(&&*f.rule)
-            && (text.is_char_boundary(s)
-                || text.is_char_boundary(s + 1)
-                || text.is_char_boundary(s + 2)
-                || text.is_char_boundary(s + 3))
-            && (text.is_char_boundary(e) || text.is_char_boundary(e - 1));
         prop_assert!(
-            known || on_boundaries(text, f),
+            on_boundaries(text, f),
             "span {s}..{e} of {} ({} view {:?}) not on char boundaries of {text:?}",
             f.rule,
             f.family,
@@ -157,7 +141,6 @@ fn check_verdict(text: &str, v: &Verdict, sorted: bool) -> Result<(), TestCaseEr
 /// are counted and allowed, nothing more.
 fn check_redaction(text: &str, findings: &[Finding]) -> Result<(), TestCaseError> {
     let out = redact(text, findings);
-    // Spans off char boundaries (a known bug, see KNOWN_OFF_BOUNDARY) cannot be sliced or redacted.
     let sensitive: Vec<&Finding> = findings
         .iter()
         .filter(|f| f.family.is_sensitive_data() && on_boundaries(text, f))
@@ -687,7 +670,6 @@ const RAW_CONTEXT_CASES: &[(&str, &str)] = &[
 /// not a valid `&text[start..end]` (the CLI's text output prints nothing for it, `rules explain --text`
 /// slices with it) and `redact` skips it, so the value is NOT redacted.
 #[test]
-#[ignore = "bug: raw-view context bytes ([^\\w+], [^A-Za-z0-9/+]) give spans inside multi-byte chars; redact then skips them"]
 fn raw_context_byte_spans_lie_on_char_boundaries() {
     let fw = firewall();
     let mut bad = Vec::new();
@@ -736,7 +718,6 @@ fn raw_context_cases_are_found_with_ascii_neighbours() {
 /// over `limits.max_input_bytes` the `limits.input_too_large` finding (at the cut) comes first, before
 /// pattern findings that start earlier: the firewall only sorts when it has more than one guard.
 #[test]
-#[ignore = "bug: with one guard, the limits.input_too_large finding is not sorted among the others"]
 fn findings_are_sorted_when_the_input_is_over_the_limit() {
     let text = format!("{ATTACK} {}", "x".repeat(100));
     let v = tiny_limit_firewall().scan(&text);

@@ -10,16 +10,6 @@ use featherguard_core::{
 };
 use libfuzzer_sys::fuzz_target;
 
-/// Rules with a known, reported span bug (one context byte of a neighbouring multi-byte char; see
-/// `raw_context_byte_spans_lie_on_char_boundaries` in core/tests/properties.rs). Empty this list once
-/// it is fixed so the fuzzer checks them too.
-const KNOWN_OFF_BOUNDARY: &[&str] = &[
-    "pii.phone",
-    "secret.aws.secret-access-key",
-    "secret.gcp.api-key",
-    "secret.azure.storage",
-];
-
 fn firewall() -> &'static Firewall {
     static FW: OnceLock<Firewall> = OnceLock::new();
     FW.get_or_init(|| {
@@ -53,7 +43,7 @@ fn check(text: &str, findings: &[Finding]) {
         );
         let aligned = text.is_char_boundary(s) && text.is_char_boundary(e);
         assert!(
-            aligned || KNOWN_OFF_BOUNDARY.contains(&&*f.rule),
+            aligned,
             "span {s}..{e} of {} not on char boundaries of {text:?}",
             f.rule
         );
