@@ -22,6 +22,10 @@ const TEST_STEPS: &[Step] = &[
         name: "doc tests",
         args: &["test", "--workspace", "--doc"],
     },
+    Step {
+        name: "CLI with the ONNX guards and the server",
+        args: &["test", "-p", "featherguard-cli", "--features", "onnx,server"],
+    },
 ];
 
 /// Environment for building and running the backends: libtorch and ONNX Runtime from the setup
