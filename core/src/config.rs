@@ -8,7 +8,7 @@ use crate::cache::CacheConfig;
 use crate::govern::HeavyConfig;
 use crate::memory::MemoryConfig;
 use crate::policy::Policy;
-use crate::rules::{line_col, RuleError};
+use crate::rules::{toml_position, RuleError};
 use crate::scanner::ScanLimits;
 
 /// Input bounds applied by the firewall before any guard runs.
@@ -97,12 +97,12 @@ impl Config {
     pub fn parse(file: &Path, src: &str) -> Result<Config, ConfigError> {
         let name = file.display().to_string();
         let mut cfg: Config = toml::from_str(src).map_err(|e| {
-            let (line, col) = e.span().map_or((1, 1), |s| line_col(src, s.start));
+            let (line, col, message) = toml_position(src, &e);
             ConfigError::Syntax {
                 file: name.clone(),
                 line,
                 col,
-                message: e.message().trim().to_string(),
+                message,
             }
         })?;
         cfg.policy

@@ -135,6 +135,12 @@ struct RawRule {
     examples: Examples,
 }
 
+/// Line, column and message of a TOML error in `src`.
+pub(crate) fn toml_position(src: &str, e: &toml::de::Error) -> (usize, usize, String) {
+    let (line, col) = e.span().map_or((1, 1), |s| line_col(src, s.start));
+    (line, col, e.message().trim().to_string())
+}
+
 /// 1-based line and column (in chars) of a byte offset.
 pub(crate) fn line_col(src: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(src.len());
@@ -172,12 +178,12 @@ fn valid_id(id: &str) -> bool {
 /// Patterns are checked for syntax here; they are compiled by [`crate::RuleSet`].
 pub fn parse_rules(file: &str, src: &str) -> Result<Vec<Rule>, RuleError> {
     let doc: FileDoc = toml::from_str(src).map_err(|e| {
-        let (line, col) = e.span().map_or((1, 1), |s| line_col(src, s.start));
+        let (line, col, message) = toml_position(src, &e);
         RuleError::Syntax {
             file: file.to_string(),
             line,
             col,
-            message: e.message().trim().to_string(),
+            message,
         }
     })?;
     let mut rules = Vec::with_capacity(doc.rule.len());
