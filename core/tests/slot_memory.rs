@@ -67,6 +67,12 @@ fn unload_returns_the_memory_and_next_use_reloads() {
     );
     assert!(slot.stats().rss_freed_bytes.unwrap() >= (56 * MIB) as i64);
 
+    eprintln!(
+        "anon RSS: before load {:.1} MiB, loaded {:.1} MiB, after unload {:.1} MiB",
+        start.anon as f64 / MIB as f64,
+        loaded.anon as f64 / MIB as f64,
+        unloaded.anon as f64 / MIB as f64
+    );
     slot.scan(&Input::new("next use reloads")).unwrap();
     assert_eq!(slot.stats().loads, 2);
     assert!(slot.is_loaded());

@@ -151,9 +151,33 @@ impl Conn {
 
 #[derive(Default)]
 struct Record {
-    /// (latency in µs, status) per request.
+    /// (latency from the scheduled time in µs, status) per request.
     latencies_us: Vec<(u32, u16)>,
+    /// (latency from sending in µs, status): what the server itself took, client backlog excluded.
+    service_us: Vec<(u32, u16)>,
     status: BTreeMap<u16, u64>,
+}
+
+fn micros(d: Duration) -> u32 {
+    d.as_micros().min(u32::MAX as u128) as u32
+}
+
+/// Median and 99th percentile of the latencies with each status.
+fn per_status(l: &[(u32, u16)]) -> BTreeMap<String, serde_json::Value> {
+    let mut statuses: Vec<u16> = l.iter().map(|x| x.1).collect();
+    statuses.sort_unstable();
+    statuses.dedup();
+    statuses
+        .into_iter()
+        .map(|st| {
+            let mut v: Vec<u32> = l.iter().filter(|x| x.1 == st).map(|x| x.0).collect();
+            v.sort_unstable();
+            (
+                st.to_string(),
+                serde_json::json!({"p50_us": quantile(&v, 0.5), "p99_us": quantile(&v, 0.99)}),
+            )
+        })
+        .collect()
 }
 
 /// The `p`-quantile of sorted latencies (0 when empty).
@@ -204,12 +228,15 @@ async fn main() {
                 if due > Instant::now() {
                     tokio::time::sleep_until(due.into()).await;
                 }
+                let sent = Instant::now();
                 let status = conn.send(&reqs[(i as usize + w) % reqs.len()]).await;
-                rec.latencies_us.push((
-                    due.elapsed().as_micros().min(u32::MAX as u128) as u32,
-                    status,
-                ));
+                rec.latencies_us.push((micros(due.elapsed()), status));
+                rec.service_us.push((micros(sent.elapsed()), status));
                 *rec.status.entry(status).or_default() += 1;
+                if status == 503 && args.rate.is_some() {
+                    // A well-behaved client honours Retry-After (the server sends 1 s) on this connection.
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
             }
             rec
         }));
@@ -218,6 +245,7 @@ async fn main() {
     for t in tasks {
         let r = t.await.unwrap();
         all.latencies_us.extend(r.latencies_us);
+        all.service_us.extend(r.service_us);
         for (k, v) in r.status {
             *all.status.entry(k).or_default() += v;
         }
@@ -226,24 +254,6 @@ async fn main() {
     let mut lat: Vec<u32> = all.latencies_us.iter().map(|l| l.0).collect();
     lat.sort_unstable();
     let pct = |p: f64| quantile(&lat, p);
-    // Per status: how fast refusals come back compared to answers.
-    let by_status: BTreeMap<String, serde_json::Value> = all
-        .status
-        .keys()
-        .map(|&st| {
-            let mut l: Vec<u32> = all
-                .latencies_us
-                .iter()
-                .filter(|x| x.1 == st)
-                .map(|x| x.0)
-                .collect();
-            l.sort_unstable();
-            (
-                st.to_string(),
-                serde_json::json!({"p50_us": quantile(&l, 0.5), "p99_us": quantile(&l, 0.99)}),
-            )
-        })
-        .collect();
     let n = lat.len();
     let ok = all.status.get(&200).copied().unwrap_or(0);
     let summary = serde_json::json!({
@@ -258,7 +268,8 @@ async fn main() {
         "p90_us": pct(0.90),
         "p99_us": pct(0.99),
         "max_us": pct(1.0),
-        "latency_by_status": by_status,
+        "latency_by_status": per_status(&all.latencies_us),
+        "service_by_status": per_status(&all.service_us),
         "status": all.status.iter().map(|(k, v)| (k.to_string(), *v)).collect::<BTreeMap<_, _>>(),
     });
     println!("{summary}");

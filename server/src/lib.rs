@@ -173,7 +173,7 @@ impl Server {
             listener,
             app.options.max_connections,
             app.options.retry_after_secs,
-        );
+        )?;
         let (open, refused) = listener.counters();
         app.metrics.connections(open, refused);
         let server = axum::serve(listener, router).with_graceful_shutdown(async move {
@@ -242,6 +242,20 @@ async fn signals(fw: Arc<Firewall>) {
     }
 }
 
+/// Listen on `addr` with a deep accept backlog: a burst of clients reconnecting at once must not
+/// overflow it, or the kernel drops their SYNs and they wait a second for the retransmission.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    // The kernel caps this at net.core.somaxconn.
+    socket.listen(4096)
+}
+
 /// Run the server until SIGTERM/Ctrl-C on a runtime of its own (the `featherguard serve` command).
 /// Logs go to stderr, filtered by `RUST_LOG` (default `info`).
 pub fn run(fw: Firewall, options: ServeOptions) -> Result<(), ServerError> {
@@ -263,7 +277,7 @@ pub fn run(fw: Firewall, options: ServeOptions) -> Result<(), ServerError> {
         .build()?;
     rt.block_on(async move {
         let addr = options.listen;
-        let listener = TcpListener::bind(addr).await.map_err(|source| ServerError::Bind {
+        let listener = bind(addr).map_err(|source| ServerError::Bind {
             addr: addr.to_string(),
             source,
         })?;
