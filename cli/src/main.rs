@@ -25,9 +25,9 @@ mod rules_cmd;
 mod scan;
 #[cfg(feature = "server")]
 mod serve_cmd;
-mod stream;
 #[cfg(feature = "models")]
 mod setup_cmd;
+mod stream;
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -43,7 +43,13 @@ Exit status: 0 when nothing was blocked, 1 when any input was blocked, 2 on erro
 
 /// featherguard: a firewall for LLM applications.
 #[derive(Parser, Debug)]
-#[command(name = "featherguard", version, about, after_help = AFTER_HELP, max_term_width = 110)]
+#[command(
+    name = "featherguard",
+    version,
+    about = "featherguard: a firewall for LLM applications. Scans prompts and model output for injection, jailbreaks, prompt leaks, exfiltration, tool abuse, obfuscation, secrets and PII.",
+    after_help = AFTER_HELP,
+    max_term_width = 110
+)]
 struct Cli {
     /// Configuration file (TOML): policy thresholds, limits, rule files. See docs/configuration.md.
     #[arg(long, global = true, value_name = "FILE")]
