@@ -231,7 +231,9 @@ mod tests {
 
     #[test]
     fn inconsistent_batches_are_errors() {
-        assert!(Embeddings::new(2, vec![1.0; 3], vec![0..1], vec![0]).is_err());
+        assert!(
+            Embeddings::new(2, vec![1.0; 3], vec![Range { start: 0, end: 1 }], vec![0]).is_err()
+        );
         assert!(Embeddings::new(2, vec![1.0; 4], vec![0..1, 0..1], vec![0, 0]).is_err());
         assert!(Embeddings::new(0, vec![], vec![], vec![]).is_err());
     }
