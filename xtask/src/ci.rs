@@ -24,14 +24,22 @@ const TEST_STEPS: &[Step] = &[
     },
     Step {
         name: "CLI with the ONNX guards and the server",
-        args: &["test", "-p", "featherguard-cli", "--features", "onnx,server"],
+        args: &[
+            "test",
+            "-p",
+            "featherguard-cli",
+            "--features",
+            "onnx,server",
+        ],
     },
 ];
 
 /// Environment for building and running the backends: libtorch and ONNX Runtime from the setup
 /// cache, when present.
 fn backend_env(cmd: &mut Command) {
-    let Ok(layout) = Layout::discover() else { return };
+    let Ok(layout) = Layout::discover() else {
+        return;
+    };
     if let Ok(ort) = layout.find_onnxruntime() {
         cmd.env("ORT_DYLIB_PATH", ort);
     }
@@ -51,7 +59,9 @@ fn cargo(args: &[&str]) -> Result<()> {
     let mut cmd = Command::new(cargo);
     cmd.args(args);
     backend_env(&mut cmd);
-    let status = cmd.status().with_context(|| format!("cannot run cargo {}", args.join(" ")))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run cargo {}", args.join(" ")))?;
     if !status.success() {
         bail!("`cargo {}` failed ({status})", args.join(" "));
     }
@@ -83,6 +93,13 @@ pub fn test() -> Result<ExitCode> {
 
 /// `cargo clippy` over the workspace and all targets with warnings denied, in the backend environment.
 pub fn clippy() -> Result<ExitCode> {
-    cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+    cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
     Ok(ExitCode::SUCCESS)
 }
