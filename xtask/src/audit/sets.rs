@@ -97,7 +97,12 @@ impl FeatureSet {
             list.push(Scenario {
                 name: "semantic_first",
                 label: "first semantic scan (`scan --guards pattern,similarity hello`)",
-                args: vec!["scan".into(), "--guards".into(), "pattern,similarity".into(), "hello".into()],
+                args: vec![
+                    "scan".into(),
+                    "--guards".into(),
+                    "pattern,similarity".into(),
+                    "hello".into(),
+                ],
                 ok_codes: &[0],
             });
         }
