@@ -9,7 +9,7 @@ use featherguard::{Config, Firewall};
 
 #[cfg(feature = "onnx")]
 mod bank_cmd;
-#[cfg(feature = "models")]
+#[cfg(feature = "onnx")]
 mod defaults;
 #[cfg(feature = "onnx")]
 mod embed_cmd;

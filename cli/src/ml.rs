@@ -89,9 +89,14 @@ fn add_ml_guards(fw: &mut Firewall, args: &GuardArgs) -> anyhow::Result<()> {
     use std::sync::Arc;
 
     use anyhow::Context;
-    use featherguard::semantic::{Bank, Head, HeadGuard, SimilarityGuard, TopicConfig, TopicGuard};
+    use featherguard::semantic::{
+        Bank, Head, HeadGuard, LastBatchMemo, SimilarityGuard, TopicConfig, TopicGuard,
+    };
 
-    let embedder = crate::embed_cmd::embedder(args.ml_threads, args.device)?;
+    // One embedding pass per input, shared by every ML guard.
+    let embedder: Arc<dyn featherguard::Embedder> = Arc::new(LastBatchMemo::new(
+        crate::embed_cmd::embedder(args.ml_threads, args.device)?,
+    ));
     for g in &args.guards {
         match g {
             GuardKind::Pattern => {}

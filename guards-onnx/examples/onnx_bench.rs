@@ -1,6 +1,6 @@
 //! Latency, throughput and memory of the ONNX embedder (run by scripts/onnx/bench.py).
 //!
-//! usage: onnx_bench SENTENCES.txt [--threads N] [--arena]
+//! usage: onnx_bench SENTENCES.txt [--threads N] [--arena shrink|off|on]
 //! Prints one JSON object: single-prompt latency of `embed` vs a bare `session.run` on the same
 //! tokens, batch-32 throughput, and RSS (total / anon / file) before load, after load, after every
 //! sentence was embedded, and after unload.
@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use featherguard_core::Embedder;
 use featherguard_onnx::mem::Rss;
-use featherguard_onnx::{runtime, OnnxConfig, OnnxEmbedder};
+use featherguard_onnx::{runtime, Arena, OnnxConfig, OnnxEmbedder};
 use featherguard_tokenize::TextTokenizer;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
@@ -37,13 +37,22 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let path = args
         .get(1)
-        .expect("usage: onnx_bench SENTENCES.txt [--threads N] [--arena]");
+        .expect("usage: onnx_bench SENTENCES.txt [--threads N] [--arena shrink|off|on]");
     let threads = args
         .iter()
         .position(|a| a == "--threads")
         .and_then(|i| args.get(i + 1))
         .map_or(1, |v| v.parse().unwrap());
-    let arena = args.iter().any(|a| a == "--arena");
+    let arena = match args
+        .iter()
+        .position(|a| a == "--arena")
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str)
+    {
+        Some("on") => Arena::On,
+        Some("off") => Arena::Off,
+        _ => Arena::Shrink,
+    };
     let text = std::fs::read_to_string(path).expect("read sentences");
     let sentences: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     let config = OnnxConfig {
@@ -52,6 +61,11 @@ fn main() {
         ..Default::default()
     };
     let before = Rss::now();
+    // The runtime library stays loaded for the process's lifetime (ort cannot unload it), so
+    // unload is measured against the figure after the runtime is up and before the session exists.
+    let lib = runtime::locate(None).unwrap();
+    let (_, env) = runtime::init(&lib).unwrap();
+    let runtime_up = Rss::now();
     let e = OnnxEmbedder::new(config.clone());
     let t = Instant::now();
     e.load()
@@ -72,9 +86,19 @@ fn main() {
         })
         .collect();
 
+    // Batch-32 throughput over the sentences, then memory after all of them.
+    let t = Instant::now();
+    let mut n = 0;
+    for chunk in sentences.chunks(32) {
+        e.embed(chunk).unwrap();
+        n += chunk.len();
+    }
+    let per_s = n as f64 / t.elapsed().as_secs_f64();
+    featherguard_onnx::mem::trim_heap();
+    let after_many = Rss::now();
+    e.unload();
+    let unloaded = Rss::now();
     // Bare session.run on the same tokens, same session options, separate session.
-    let lib = runtime::locate(None).unwrap();
-    let (_, env) = runtime::init(&lib).unwrap();
     let graph = e.prepare_graph().unwrap();
     let mut session = Session::builder(&env)
         .unwrap()
@@ -118,25 +142,14 @@ fn main() {
     let mut bare_ms: Vec<f64> = (0..200).map(|_| run()).collect();
     drop(session);
 
-    // Batch-32 throughput over the sentences, then memory after all of them.
-    let t = Instant::now();
-    let mut n = 0;
-    for chunk in sentences.chunks(32) {
-        e.embed(chunk).unwrap();
-        n += chunk.len();
-    }
-    let per_s = n as f64 / t.elapsed().as_secs_f64();
-    featherguard_onnx::mem::trim_heap();
-    let after_many = Rss::now();
-    e.unload();
-    let unloaded = Rss::now();
     println!(
-        "{{\"threads\": {threads}, \"arena\": {arena}, \"tokens\": {}, \"load_ms\": {load_ms:.1}, \"guard_p50_ms\": {:.3}, \"bare_run_p50_ms\": {:.3}, \
-         \"batch32_sentences_per_s\": {per_s:.1}, \"sentences\": {n}, \"rss_before\": {}, \"rss_loaded\": {}, \"rss_after_all\": {}, \"rss_unloaded\": {}}}",
+        "{{\"threads\": {threads}, \"arena\": \"{arena:?}\", \"tokens\": {}, \"load_ms\": {load_ms:.1}, \"guard_p50_ms\": {:.3}, \"bare_run_p50_ms\": {:.3}, \
+         \"batch32_sentences_per_s\": {per_s:.1}, \"sentences\": {n}, \"rss_before\": {}, \"rss_runtime_up\": {}, \"rss_loaded\": {}, \"rss_after_all\": {}, \"rss_unloaded\": {}}}",
         batch.seq_len,
         median(&mut guard_ms),
         median(&mut bare_ms),
         rss_json(before),
+        rss_json(runtime_up),
         rss_json(loaded),
         rss_json(after_many),
         rss_json(unloaded)

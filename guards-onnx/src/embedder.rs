@@ -9,7 +9,7 @@ use featherguard_loader::{sha256_file, SafeTensorsFile};
 use featherguard_setup::{catalog, Component, Layout};
 use featherguard_tokenize::{Row, TextTokenizer, TokenizeError, WindowConfig};
 use ort::session::builder::GraphOptimizationLevel;
-use ort::session::Session;
+use ort::session::{RunOptions, Session};
 use ort::value::TensorRef;
 
 use crate::export::{export_encoder, EncoderSpec, OUTPUT};
@@ -31,6 +31,15 @@ pub enum Device {
     Cuda(i32),
 }
 
+/// How ONNX Runtime allocates activation memory on the CPU (see [`OnnxConfig::arena`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Arena {
+    Off,
+    #[default]
+    Shrink,
+    On,
+}
+
 /// Everything the embedder needs; the defaults use the setup cache and one thread.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OnnxConfig {
@@ -47,8 +56,9 @@ pub struct OnnxConfig {
     /// Largest `rows x tokens` of one `session.run`; bounds activation memory (attention grows
     /// with rows x heads x tokens²).
     pub max_batch_tokens: usize,
-    /// ONNX Runtime's CPU memory arena: faster repeated batches, but keeps its high-water mark.
-    pub arena: bool,
+    /// ONNX Runtime's CPU memory arena. `Off` returns activation memory after every call;
+    /// `Shrink` reuses it within a call and shrinks the arena after it; `On` keeps the high-water mark.
+    pub arena: Arena,
     pub device: Device,
     pub spec: EncoderSpec,
 }
@@ -62,7 +72,7 @@ impl Default for OnnxConfig {
             threads: 1,
             windows: WindowConfig::default(),
             max_batch_tokens: 4096,
-            arena: false,
+            arena: Arena::default(),
             device: Device::Cpu,
             spec: EncoderSpec::default(),
         }
@@ -80,6 +90,7 @@ struct Files {
 
 struct Loaded {
     session: Session,
+    run_options: RunOptions,
     tokenizer: TextTokenizer,
     dim: usize,
 }
@@ -242,8 +253,16 @@ impl OnnxEmbedder {
             as usize;
         trim_heap();
         let after = Rss::now();
+        let mut run_options = RunOptions::new().map_err(backend)?;
+        if self.config.arena == Arena::Shrink {
+            // Keeps the arena's speed within a call and gives its memory back after it.
+            run_options
+                .set("memory.enable_memory_arena_shrinkage", "cpu:0")
+                .map_err(backend)?;
+        }
         slot.loaded = Some(Loaded {
             session,
+            run_options,
             tokenizer,
             dim,
         });
@@ -286,7 +305,7 @@ impl OnnxEmbedder {
         let provider = match c.device {
             Device::Cpu => {
                 let ep = ort::ep::CPU::default()
-                    .with_arena_allocator(c.arena)
+                    .with_arena_allocator(c.arena != Arena::Off)
                     .build();
                 builder = builder.with_execution_providers([ep]).map_err(fail)?;
                 "cpu".to_string()
@@ -315,7 +334,10 @@ impl OnnxEmbedder {
             .map_err(backend)?;
         let outputs = loaded
             .session
-            .run(ort::inputs!["input_ids" => ids, "attention_mask" => mask])
+            .run_with_options(
+                ort::inputs!["input_ids" => ids, "attention_mask" => mask],
+                &loaded.run_options,
+            )
             .map_err(backend)?;
         let (_, values) = outputs[OUTPUT]
             .try_extract_tensor::<f32>()

@@ -13,5 +13,7 @@ pub mod mem;
 mod proto;
 pub mod runtime;
 
-pub use embedder::{prepare_graph, Device, OnnxConfig, OnnxEmbedder, GRAPH_FILE, MODEL_NAME};
+pub use embedder::{
+    prepare_graph, Arena, Device, OnnxConfig, OnnxEmbedder, GRAPH_FILE, MODEL_NAME,
+};
 pub use featherguard_tokenize::{Overflow, WindowConfig};

@@ -87,11 +87,18 @@ def main():
     path = TARGET / "bench_sentences.txt"
     path.write_text("\n".join(texts) + "\n", encoding="utf-8")
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "featherguard-onnx", "--example", "onnx_bench"],
-                   cwd=ROOT, check=True)
-    rust = json.loads(subprocess.run([str(TARGET / "release/examples/onnx_bench"), str(path), "--threads", str(threads)],
-                                     capture_output=True, text=True, check=True).stdout)
+                   cwd=ROOT, check=True, env={**os.environ, "CARGO_TARGET_DIR": str(TARGET)})
+    bench = [str(TARGET / "release/examples/onnx_bench"), str(path), "--threads", str(threads)]
+    runs = {a: json.loads(subprocess.run(bench + ["--arena", a], capture_output=True, text=True, check=True).stdout)
+            for a in ["shrink", "off", "on"]}
+    rust = runs["shrink"]
     py = python_side(texts, threads)
-    print(json.dumps({"rust": rust, "python": py}, indent=1))
+    print(json.dumps({"rust_by_arena": runs, "python": py}, indent=1))
+    mem = lambda r, k: f"{r[k]['total_mb']:.1f} MB (anon {r[k]['anon_mb']:.1f}, file {r[k]['file_mb']:.1f})"
+    for name, r in runs.items():
+        print(f"arena {name}: RSS before {mem(r, 'rss_before')}; runtime up {mem(r, 'rss_runtime_up')}; loaded "
+              f"{mem(r, 'rss_loaded')}; after {r['sentences']} sentences {mem(r, 'rss_after_all')}; "
+              f"unloaded {mem(r, 'rss_unloaded')}; batch-32 {r['batch32_sentences_per_s']:.0f}/s")
     print(f"single prompt ({rust['tokens']} tokens): guard p50 {rust['guard_p50_ms']:.2f} ms, bare session.run "
           f"{rust['bare_run_p50_ms']:.2f} ms (+{100 * (rust['guard_p50_ms'] / rust['bare_run_p50_ms'] - 1):.1f}%), "
           f"python {py['p50_ms']:.2f} ms")

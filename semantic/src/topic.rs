@@ -40,8 +40,8 @@ impl Default for TopicConfig {
         TopicConfig {
             allowed: Vec::new(),
             banned: Vec::new(),
-            allow_min: 0.2,
-            ban_min: 0.5,
+            allow_min: 0.15,
+            ban_min: 0.4,
             off_topic_score: 0.6,
             banned_score: 0.85,
             family: Family::HarmfulContent,
