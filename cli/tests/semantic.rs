@@ -136,3 +136,44 @@ fn invalid_utf8_lines_are_reported_and_the_rest_scanned() {
     assert!(err.contains("invalid UTF-8"), "{err}");
     assert_eq!(out.lines().count(), 3, "{out}");
 }
+
+/// A missing runtime or model never panics: fail-closed blocks and names the setup command.
+#[test]
+fn missing_runtime_or_model_blocks_with_the_fix() {
+    let empty_home = tmp("empty-home");
+    std::fs::create_dir_all(&empty_home).unwrap();
+    let cases = [
+        (
+            vec![(
+                "ORT_DYLIB_PATH",
+                "/nonexistent/libonnxruntime.so".to_string(),
+            )],
+            "featherguard setup --only onnx",
+        ),
+        (
+            vec![("FEATHERGUARD_HOME", empty_home.display().to_string())],
+            "featherguard setup --only models",
+        ),
+    ];
+    for (env, fix) in cases {
+        let mut cmd = bin();
+        cmd.args([
+            "scan",
+            "--format",
+            "json",
+            "--guards",
+            "pattern,similarity",
+            "hello",
+        ]);
+        for (k, v) in &env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{env:?}: {stdout} {stderr}");
+        let v: serde_json::Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
+        assert_eq!(v["action"], "block", "{v}");
+        assert!(v["errors"].to_string().contains(fix), "{env:?}: {v}");
+    }
+}
