@@ -30,7 +30,7 @@ const MAX_MATCHES_PER_PATTERN: usize = 256;
 const MAX_GATE_BYTES: usize = 6;
 
 /// Lazy-DFA cache bound per compiled pattern (the default is 2 MiB per pattern and thread).
-const SINGLE_CACHE_BYTES: usize = 256 * 1024;
+const SINGLE_CACHE_BYTES: usize = 64 * 1024;
 
 fn syntax_config() -> syntax::Config {
     // Unicode classes off: patterns stay on the DFA (text is normalized first instead).
