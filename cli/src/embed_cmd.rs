@@ -98,9 +98,10 @@ pub struct Bar {
 
 impl Bar {
     pub fn new(label: &'static str) -> Bar {
+        let now = Instant::now();
         Bar {
             enabled: io::stderr().is_terminal(),
-            last: Instant::now() - Duration::from_secs(1),
+            last: now.checked_sub(Duration::from_secs(1)).unwrap_or(now),
             label,
         }
     }
@@ -135,14 +136,18 @@ pub fn run(args: &EmbedArgs) -> anyhow::Result<ExitCode> {
             ..Default::default()
         })),
     };
-    let mut items: Vec<(Value, String)> = Vec::new();
+    let model = embedder.model().clone();
+    let mut sink = Sink {
+        embedder: embedder.as_ref(),
+        model: json!({ "name": model.name, "sha256": model.sha256, "dim": model.dim }),
+        out: BufWriter::new(io::stdout().lock()),
+        pending: Vec::new(),
+        batch: args.batch.max(1),
+    };
     if !args.texts.is_empty() {
-        items.extend(
-            args.texts
-                .iter()
-                .enumerate()
-                .map(|(i, t)| (json!(i), t.clone())),
-        );
+        for (i, t) in args.texts.iter().enumerate() {
+            sink.push(json!(i), t.clone())?;
+        }
     } else {
         let reader: Box<dyn BufRead> = match args.input.as_deref() {
             None => Box::new(io::stdin().lock()),
@@ -152,6 +157,7 @@ pub fn run(args: &EmbedArgs) -> anyhow::Result<ExitCode> {
                     .with_context(|| format!("{}: cannot open input", p.display()))?,
             )),
         };
+        // Streamed: at most one batch of texts is held at a time.
         for (n, line) in reader.lines().enumerate() {
             let line = line.with_context(|| format!("line {}: not valid UTF-8", n + 1))?;
             if args.jsonl {
@@ -164,33 +170,64 @@ pub fn run(args: &EmbedArgs) -> anyhow::Result<ExitCode> {
                     .get("text")
                     .and_then(Value::as_str)
                     .with_context(|| format!("line {}: missing string field \"text\"", n + 1))?;
-                items.push((
+                sink.push(
                     v.get("id").cloned().unwrap_or(json!(n + 1)),
                     text.to_string(),
-                ));
+                )?;
             } else {
-                items.push((json!(n + 1), line));
+                sink.push(json!(n + 1), line)?;
             }
         }
     }
-    let model = embedder.model().clone();
-    let model_json = json!({ "name": model.name, "sha256": model.sha256, "dim": model.dim });
-    let mut out = BufWriter::new(io::stdout().lock());
-    for chunk in items.chunks(args.batch.max(1)) {
-        let texts: Vec<&str> = chunk.iter().map(|(_, t)| t.as_str()).collect();
-        let emb = embedder.embed(&texts).map_err(|e| anyhow::anyhow!("{e}"))?;
-        for (i, (id, _)) in chunk.iter().enumerate() {
+    sink.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Embeds texts a batch at a time and writes one JSON line per text, in input order.
+struct Sink<'a, W: Write> {
+    embedder: &'a dyn Embedder,
+    model: Value,
+    out: W,
+    pending: Vec<(Value, String)>,
+    batch: usize,
+}
+
+impl<W: Write> Sink<'_, W> {
+    fn push(&mut self, id: Value, text: String) -> anyhow::Result<()> {
+        self.pending.push((id, text));
+        if self.pending.len() >= self.batch {
+            self.write_pending()?;
+        }
+        Ok(())
+    }
+
+    fn write_pending(&mut self) -> anyhow::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let texts: Vec<&str> = self.pending.iter().map(|(_, t)| t.as_str()).collect();
+        let emb = self
+            .embedder
+            .embed(&texts)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        for (i, (id, _)) in self.pending.iter().enumerate() {
             let v = json!({
                 "id": id,
                 "embedding": emb.pooled(i),
                 "windows": emb.windows(i).len(),
                 "skipped_windows": emb.skipped_windows(i),
-                "model": model_json,
+                "model": self.model,
             });
-            serde_json::to_writer(&mut out, &v)?;
-            writeln!(out)?;
+            serde_json::to_writer(&mut self.out, &v)?;
+            writeln!(self.out)?;
         }
+        self.pending.clear();
+        Ok(())
     }
-    out.flush()?;
-    Ok(ExitCode::SUCCESS)
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        self.write_pending()?;
+        self.out.flush()?;
+        Ok(())
+    }
 }
