@@ -10,6 +10,8 @@
 //! assert_eq!(v.action, featherguard_core::Action::Allow);
 //! ```
 
+mod anchors;
+mod cache;
 mod config;
 mod decode;
 mod default_pack;
@@ -19,8 +21,6 @@ mod engine;
 mod firewall;
 mod fold;
 mod govern;
-mod anchors;
-mod cache;
 mod guard;
 mod memory;
 mod normalize;
@@ -39,16 +39,21 @@ pub use config::{Config, ConfigError, Limits, RulesConfig};
 pub use embed::{l2_normalize, EmbedError, Embedder, Embeddings, LoadStats, ModelId};
 pub use engine::RuleSet;
 pub use firewall::{pattern_guard, Firewall};
+pub use fold::{fold_str, is_invisible};
 pub use govern::{
-    CascadeMode, CascadeStats, FirewallStats, HeavyConfig, Maintenance, MemoryStats, ScanObserver, ScanOptions,
-    WindowOverflow,
+    CascadeMode, CascadeStats, FirewallStats, HeavyConfig, Maintenance, MemoryStats, ScanObserver,
+    ScanOptions, WindowOverflow,
 };
 pub use guard::{Guard, GuardError, Input, Source};
-pub use fold::{fold_str, is_invisible};
-pub use memory::{parse_bytes, release_free_heap, MemoryBudget, MemoryConfig, Pressure, Rss, MEMORY_LIMIT_ENV};
+pub use memory::{
+    parse_bytes, release_free_heap, MemoryBudget, MemoryConfig, Pressure, Rss, MEMORY_LIMIT_ENV,
+};
 pub use policy::{FailMode, Policy, Thresholds};
 pub use redact::redact;
-pub use rules::{default_rules, load_rule_file, merge_rules, parse_rules, Examples, Origin, Rule, RuleError, ViewKind};
+pub use rules::{
+    default_rules, load_rule_file, merge_rules, parse_rules, Examples, Origin, Rule, RuleError,
+    ViewKind,
+};
 pub use scanner::{PatternGuard, ScanLimits};
 pub use slot::{GuardLoader, GuardSlot, SlotError, SlotOptions, SlotState, SlotStats};
 pub use stream::{StreamChunk, StreamEvent, StreamScanner};
