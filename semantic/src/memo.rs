@@ -15,7 +15,10 @@ pub struct LastBatchMemo {
 
 impl LastBatchMemo {
     pub fn new(inner: Arc<dyn Embedder>) -> LastBatchMemo {
-        LastBatchMemo { inner, last: Mutex::new(None) }
+        LastBatchMemo {
+            inner,
+            last: Mutex::new(None),
+        }
     }
 
     fn key(texts: &[&str]) -> [u8; 32] {
@@ -73,13 +76,25 @@ mod tests {
         fn embed(&self, texts: &[&str]) -> Result<Embeddings, EmbedError> {
             self.0.fetch_add(1, Ordering::SeqCst);
             let data = texts.iter().flat_map(|t| [t.len() as f32, 1.0]).collect();
-            Embeddings::new(2, data, (0..texts.len()).map(|i| i..i + 1).collect(), vec![0; texts.len()])
+            Embeddings::new(
+                2,
+                data,
+                (0..texts.len()).map(|i| i..i + 1).collect(),
+                vec![0; texts.len()],
+            )
         }
     }
 
     #[test]
     fn same_batch_is_embedded_once() {
-        let inner = Arc::new(Counting(AtomicUsize::new(0), ModelId { name: "c".into(), sha256: "0".into(), dim: 2 }));
+        let inner = Arc::new(Counting(
+            AtomicUsize::new(0),
+            ModelId {
+                name: "c".into(),
+                sha256: "0".into(),
+                dim: 2,
+            },
+        ));
         let memo = LastBatchMemo::new(inner.clone());
         let a = memo.embed(&["ab", "c"]).unwrap();
         assert_eq!(memo.embed(&["ab", "c"]).unwrap(), a);
