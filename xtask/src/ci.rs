@@ -91,15 +91,24 @@ pub fn test() -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `cargo clippy` over the workspace and all targets with warnings denied, in the backend environment.
+/// `cargo clippy` over the workspace and all targets with warnings denied, in the backend environment;
+/// then the CLI again with its feature-gated commands (ML guards, server) compiled in.
 pub fn clippy() -> Result<ExitCode> {
-    cargo(&[
-        "clippy",
-        "--workspace",
-        "--all-targets",
-        "--",
-        "-D",
-        "warnings",
-    ])?;
+    let deny = ["--", "-D", "warnings"];
+    cargo(&[&["clippy", "--workspace", "--all-targets"][..], &deny].concat())?;
+    cargo(
+        &[
+            &[
+                "clippy",
+                "-p",
+                "featherguard-cli",
+                "--all-targets",
+                "--features",
+                "onnx,server",
+            ][..],
+            &deny,
+        ]
+        .concat(),
+    )?;
     Ok(ExitCode::SUCCESS)
 }
