@@ -8,7 +8,7 @@ use featherguard_loader::{write_safetensors, Dtype, SafeTensorsFile, TensorData}
 use serde::{Deserialize, Serialize};
 
 use crate::knn::KnnScorer;
-use crate::meta::{model_metadata, read_model, today_utc};
+use crate::meta::{model_metadata, open_featherguard_file, today_utc};
 use crate::{Calibration, EmbeddedSet, SemanticError, BENIGN};
 
 const REBUILD: &str = "bank build --corpus FILE.jsonl --out BANK.safetensors";
@@ -164,19 +164,10 @@ impl Bank {
             reason,
             rebuild: REBUILD,
         };
-        let file = SafeTensorsFile::open(path)?;
-        let md = file.header().metadata().clone();
-        if md.get("featherguard.kind").map(String::as_str) != Some(KIND) {
-            return Err(invalid(format!(
-                "not a featherguard bank (featherguard.kind is not {KIND})"
-            )));
-        }
-        let model = read_model(path, &md, REBUILD)?;
-        let meta: BankMeta = serde_json::from_str(md.get("bank.meta").map_or("", String::as_str))
-            .map_err(|e| invalid(format!("bank.meta: {e}")))?;
-        if meta.model != model || meta.classes.first().map(String::as_str) != Some(BENIGN) {
-            return Err(invalid("inconsistent metadata".into()));
-        }
+        let (file, model, meta) =
+            open_featherguard_file(path, KIND, "bank", "bank.meta", REBUILD, |m: &BankMeta| {
+                (&m.model, &m.classes[..])
+            })?;
         let emb = file.tensor("embeddings")?;
         let labels = file.tensor("labels")?;
         if emb.shape()

@@ -6,12 +6,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use featherguard_core::{Embedder, Finding, Guard, GuardError, Input, ModelId};
-use featherguard_loader::{write_safetensors, Dtype, SafeTensorsFile, TensorData};
+use featherguard_loader::{write_safetensors, Dtype, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::findings::{check_model, clone_err, scan_with, WindowScore};
 use crate::knn::dot;
-use crate::meta::{model_metadata, read_model, today_utc};
+use crate::meta::{model_metadata, open_featherguard_file, today_utc};
 use crate::{Calibration, EmbeddedSet, SemanticError, BENIGN};
 
 const REBUILD: &str = "train --corpus FILE.jsonl --out HEAD.safetensors";
@@ -357,20 +357,15 @@ impl Head {
             reason,
             rebuild: REBUILD,
         };
-        let file = SafeTensorsFile::open(path)?;
-        let md = file.header().metadata().clone();
-        if md.get("featherguard.kind").map(String::as_str) != Some(KIND) {
-            return Err(invalid(format!(
-                "not a featherguard classifier head (featherguard.kind is not {KIND})"
-            )));
-        }
-        let model = read_model(path, &md, REBUILD)?;
-        let meta: HeadMeta = serde_json::from_str(md.get("head.meta").map_or("", String::as_str))
-            .map_err(|e| invalid(format!("head.meta: {e}")))?;
+        let (file, model, meta) = open_featherguard_file(
+            path,
+            KIND,
+            "classifier head",
+            "head.meta",
+            REBUILD,
+            |m: &HeadMeta| (&m.model, &m.classes[..]),
+        )?;
         let c = meta.classes.len();
-        if meta.model != model || meta.classes.first().map(String::as_str) != Some(BENIGN) {
-            return Err(invalid("inconsistent metadata".into()));
-        }
         let w = file.tensor("weight")?;
         let b = file.tensor("bias")?;
         if w.shape() != [c, model.dim] || b.shape() != [c] {

@@ -146,6 +146,39 @@ pub(crate) fn model_metadata(model: &ModelId, m: &mut BTreeMap<String, String>) 
     m.insert("model.dim".into(), model.dim.to_string());
 }
 
+/// Opens a bank or head file: checks its `featherguard.kind`, reads the model id and the JSON metadata
+/// under `meta_key`, and checks that metadata agrees with the model id and lists `benign` first.
+/// `what` names the file kind in messages ("bank", "classifier head").
+pub(crate) fn open_featherguard_file<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    kind: &str,
+    what: &str,
+    meta_key: &str,
+    rebuild: &'static str,
+    model_and_classes: impl Fn(&T) -> (&ModelId, &[String]),
+) -> Result<(featherguard_loader::SafeTensorsFile, ModelId, T), SemanticError> {
+    let invalid = |reason: String| SemanticError::Invalid {
+        path: path.to_owned(),
+        reason,
+        rebuild,
+    };
+    let file = featherguard_loader::SafeTensorsFile::open(path)?;
+    let md = file.header().metadata().clone();
+    if md.get("featherguard.kind").map(String::as_str) != Some(kind) {
+        return Err(invalid(format!(
+            "not a featherguard {what} (featherguard.kind is not {kind})"
+        )));
+    }
+    let model = read_model(path, &md, rebuild)?;
+    let meta: T = serde_json::from_str(md.get(meta_key).map_or("", String::as_str))
+        .map_err(|e| invalid(format!("{meta_key}: {e}")))?;
+    let (meta_model, classes) = model_and_classes(&meta);
+    if *meta_model != model || classes.first().map(String::as_str) != Some(crate::BENIGN) {
+        return Err(invalid("inconsistent metadata".into()));
+    }
+    Ok((file, model, meta))
+}
+
 pub(crate) fn read_model(
     path: &Path,
     m: &BTreeMap<String, String>,
