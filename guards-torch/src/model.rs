@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use featherguard_loader::SafeTensorsFile;
+use featherguard_loader::{Dtype, SafeTensorsFile};
 use tch::{Kind, Tensor};
 
 use crate::arch::{self, EncoderShape, EncoderSpec};
@@ -241,33 +241,88 @@ fn weight(
     device: tch::Device,
     kind: Kind,
 ) -> Result<Tensor, TorchError> {
-    let view = file.tensor(name)?;
-    // Checks dtype F32 and 4-byte alignment once more, on the exact bytes handed over.
-    let data: &[f32] = view.as_slice()?;
-    let dims: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
-    if data.len() != view.shape().iter().product::<usize>() {
-        return Err(TorchError::Input(format!(
-            "{name}: {} values for shape {:?}",
-            data.len(),
-            view.shape()
-        )));
-    }
-    // SAFETY: `data` is `dims.product()` aligned f32 values inside the read-only mapping owned by
-    // `file`; the caller keeps `file` alive (Encoder::_file, dropped after every tensor) for as
-    // long as this tensor and any view of it exist. No op of the forward pass writes into a
-    // weight (all are out of place), so the read-only pages are never written.
-    let cpu = unsafe {
-        Tensor::f_from_blob(
-            data.as_ptr().cast::<u8>(),
-            &dims,
-            &[],
-            Kind::Float,
-            tch::Device::Cpu,
-        )?
-    };
-    if device == tch::Device::Cpu && kind == Kind::Float {
+    let cpu = tensor_over(file, name)?;
+    if device == tch::Device::Cpu && cpu.f_kind()? == kind {
         return Ok(cpu);
     }
     // One copy, read from the mapping and written on the device in the target kind.
     Ok(cpu.f_to_device_(device, kind, false, true)?)
+}
+
+/// The libtorch kind of a safetensors dtype, where libtorch has one.
+fn kind_of(dtype: Dtype) -> Option<Kind> {
+    Some(match dtype {
+        Dtype::Bool => Kind::Bool,
+        Dtype::U8 => Kind::Uint8,
+        Dtype::I8 => Kind::Int8,
+        Dtype::I16 => Kind::Int16,
+        Dtype::F16 => Kind::Half,
+        Dtype::BF16 => Kind::BFloat16,
+        Dtype::I32 => Kind::Int,
+        Dtype::F32 => Kind::Float,
+        Dtype::F64 => Kind::Double,
+        Dtype::I64 => Kind::Int64,
+        Dtype::F8E5M2 => Kind::Float8e5m2,
+        Dtype::F8E4M3 => Kind::Float8e4m3fn,
+        Dtype::U16 | Dtype::U32 | Dtype::U64 => return None,
+    })
+}
+
+/// A CPU tensor over the mapped bytes of tensor `name`: nothing is read or copied.
+fn tensor_over(file: &SafeTensorsFile, name: &str) -> Result<Tensor, TorchError> {
+    let view = file.tensor(name)?;
+    let dtype = view.dtype();
+    let kind = kind_of(dtype).ok_or_else(|| {
+        TorchError::Input(format!("{name}: dtype {dtype} has no libtorch equivalent"))
+    })?;
+    let data = view.data();
+    let numel: usize = view.shape().iter().product();
+    if data.len() != numel * dtype.size() {
+        return Err(TorchError::Input(format!(
+            "{name}: {} bytes for shape {:?} of {dtype}",
+            data.len(),
+            view.shape()
+        )));
+    }
+    if (data.as_ptr() as usize) % dtype.size() != 0 {
+        return Err(TorchError::Input(format!(
+            "{name}: data is not aligned to its {}-byte elements in the file",
+            dtype.size()
+        )));
+    }
+    let dims: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+    // SAFETY: `data` holds exactly `dims.product()` elements of `kind`, aligned, inside the
+    // read-only mapping owned by `file`; callers keep `file` alive (Encoder::_file, Mapped::_file,
+    // each declared after the tensors so they drop first) for as long as this tensor and any view
+    // of it exist. Nothing writes into these tensors (every op used is out of place), so the
+    // read-only pages are never written.
+    Ok(unsafe { Tensor::f_from_blob(data.as_ptr(), &dims, &[], kind, tch::Device::Cpu)? })
+}
+
+/// Every tensor of a checkpoint as a CPU tensor over the mapping, for any architecture.
+pub struct Mapped {
+    tensors: Vec<(String, Tensor)>,
+    /// Declared after the tensors: dropped after them.
+    _file: Arc<SafeTensorsFile>,
+}
+
+impl Mapped {
+    /// Views every tensor of `file` in place (O(header); no tensor data is read).
+    pub fn new(file: Arc<SafeTensorsFile>) -> Result<Mapped, TorchError> {
+        file.check_length(None)?;
+        let tensors = file
+            .header()
+            .tensors()
+            .iter()
+            .map(|t| Ok((t.name.clone(), tensor_over(&file, &t.name)?)))
+            .collect::<Result<Vec<_>, TorchError>>()?;
+        Ok(Mapped {
+            tensors,
+            _file: file,
+        })
+    }
+
+    pub fn tensors(&self) -> &[(String, Tensor)] {
+        &self.tensors
+    }
 }
