@@ -36,10 +36,27 @@ pub fn run(args: &SetupArgs) -> anyhow::Result<ExitCode> {
         verify: args.verify,
         python: args.python.clone(),
     };
-    Ok(
-        match featherguard_setup::execute(&request, &mut std::io::stdout())? {
-            Outcome::Ready => ExitCode::SUCCESS,
-            Outcome::Incomplete => ExitCode::from(2),
-        },
-    )
+    let outcome = featherguard_setup::execute(&request, &mut std::io::stdout())?;
+    #[cfg(any(feature = "onnx", feature = "torch"))]
+    if !args.check && request.components().contains(&Component::Models) {
+        install_defaults(args)?;
+    }
+    Ok(match outcome {
+        Outcome::Ready => ExitCode::SUCCESS,
+        Outcome::Incomplete => ExitCode::from(2),
+    })
+}
+
+/// The default bank and head go next to the model they were built with, so an installed binary
+/// keeps finding them after its build folder or cargo cache is gone.
+#[cfg(any(feature = "onnx", feature = "torch"))]
+fn install_defaults(args: &SetupArgs) -> anyhow::Result<()> {
+    let layout = match &args.dir {
+        Some(dir) => featherguard_setup::Layout::at(dir),
+        None => featherguard_setup::Layout::discover()?,
+    };
+    for line in crate::defaults::install(layout.home())? {
+        println!("{line}");
+    }
+    Ok(())
 }

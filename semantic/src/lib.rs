@@ -18,6 +18,7 @@ mod calibrate;
 mod classes;
 mod corpus;
 mod crossval;
+pub mod defaults;
 mod error;
 mod findings;
 mod head;
