@@ -200,13 +200,25 @@ pub(crate) fn for_each_segment(
 /// Bytes that end an encoded run: whitespace, quotes, brackets, separators, non-ASCII.
 #[inline]
 fn ends_run(c: u8) -> bool {
-    c.is_ascii_whitespace()
-        || c >= 0x80
-        || matches!(
-            c,
-            b'"' | b'\'' | b'`' | b'<' | b'>' | b'(' | b')' | b',' | b';'
-        )
+    ENDS_RUN[usize::from(c)]
 }
+
+/// `ends_run` as a table: the run loop looks at every byte of every window.
+static ENDS_RUN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_whitespace()
+            || c >= 0x80
+            || matches!(
+                c,
+                b'"' | b'\'' | b'`' | b'<' | b'>' | b'(' | b')' | b',' | b';'
+            );
+        b += 1;
+    }
+    t
+};
 
 /// Unicode tag characters (U+E0020–E007E) mirror printable ASCII; decode each run of them.
 fn tag_segments(text: &str, buf: &mut Vec<u8>, f: &mut impl FnMut(Span, Encoding, &[u8])) {

@@ -3,7 +3,7 @@
 
 use crate::view::{Mapping, View};
 
-fn leet(b: u8) -> Option<u8> {
+const fn leet(b: u8) -> Option<u8> {
     Some(match b {
         b'0' => b'o',
         b'1' | b'!' => b'i',
@@ -24,7 +24,7 @@ fn is_letter(b: u8) -> bool {
 }
 
 /// Separators attackers put between the letters of a spaced-out word.
-fn is_spacer(b: u8) -> bool {
+const fn is_spacer(b: u8) -> bool {
     matches!(b, b' ' | b'.' | b'-' | b'_' | b'*' | b'/')
 }
 
@@ -72,22 +72,58 @@ fn fold_leet(src: &[u8], tmp: &mut Vec<u8>) -> bool {
     changed
 }
 
+const LETTER: u8 = 1;
+const LEET: u8 = 2;
+const SPACER: u8 = 4;
+const ALNUM: u8 = 8;
+
+/// Byte classes for the pre-check, one table lookup per byte.
+static CLASSES: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        let mut k = 0;
+        if c.is_ascii_lowercase() {
+            k |= LETTER;
+        }
+        if leet(c).is_some() {
+            k |= LEET;
+        }
+        if is_spacer(c) {
+            k |= SPACER;
+        }
+        if c.is_ascii_alphanumeric() {
+            k |= ALNUM;
+        }
+        t[b] = k;
+        b += 1;
+    }
+    t
+};
+
 /// Cheap pre-check: a leet character next to a letter, or a lone letter followed by a spacer and a
 /// letter. Ordinary prose fails it and skips the deobfuscated view entirely.
 fn may_be_obfuscated(t: &[u8]) -> bool {
-    t.windows(2).enumerate().any(|(i, w)| {
-        let (a, b) = (w[0], w[1]);
-        (leet(a).is_some() && is_letter(b))
-            || (is_letter(a) && leet(b).is_some())
-            || (is_letter(a)
-                && is_spacer(b)
-                && (i == 0 || !t[i - 1].is_ascii_alphanumeric())
-                && t.get(i + 2).copied().is_some_and(is_letter)
-                && !t
-                    .get(i + 3)
-                    .copied()
-                    .is_some_and(|c| c.is_ascii_alphanumeric()))
-    })
+    let class = |i: usize| t.get(i).map_or(0, |&b| CLASSES[usize::from(b)]);
+    let mut prev = 0;
+    let mut a = class(0);
+    for i in 0..t.len().saturating_sub(1) {
+        let b = CLASSES[usize::from(t[i + 1])];
+        let leet_pair = (a & LEET != 0 && b & LETTER != 0) || (a & LETTER != 0 && b & LEET != 0);
+        if leet_pair
+            || (a & LETTER != 0
+                && b & SPACER != 0
+                && prev & ALNUM == 0
+                && class(i + 2) & LETTER != 0
+                && class(i + 3) & ALNUM == 0)
+        {
+            return true;
+        }
+        prev = a;
+        a = b;
+    }
+    false
 }
 
 /// Build the deobfuscated view of `folded` into `out` (using `tmp` as scratch).

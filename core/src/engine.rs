@@ -137,111 +137,308 @@ pub(crate) struct Candidate {
 /// Reusable per-scan buffers for one matcher.
 pub(crate) struct MatchScratch {
     candidates: Vec<Candidate>,
+    /// Bit per pattern: a `Check::Scan` pattern whose gate fired (it scans the view once, however
+    /// often its gate occurs).
+    scans: Vec<u64>,
     unanchored_hits: PatternSet,
     /// Lazy-DFA cache per pattern, created on the pattern's first anchored check in this thread.
     caches: Vec<Option<hybrid::dfa::Cache>>,
 }
 
+impl MatchScratch {
+    fn clear(&mut self) {
+        self.candidates.clear();
+        self.scans.fill(0);
+    }
+
+    #[inline]
+    fn push(&mut self, target: u32, start: usize, end: usize) {
+        let pattern = target & INDEX_MASK;
+        if target & SCAN_BIT != 0 {
+            self.scans[(pattern / 64) as usize] |= 1 << (pattern % 64);
+        } else {
+            self.candidates.push(Candidate {
+                pattern,
+                start: start as u32,
+                end: end as u32,
+            });
+        }
+    }
+}
+
 /// The gate literals of one pattern; `None` when it has no gate and runs over every view.
 type GateLiterals = Option<Vec<Vec<u8>>>;
 
-/// One gate automaton and, per gate literal, the patterns it gates.
-struct Gates {
+/// Gate targets are pattern indexes with flags in the high bits, so the gate pass sorts and
+/// filters them without looking the pattern up.
+const SCAN_BIT: u32 = 1 << 31;
+/// The pattern starts with `\b` and the gate literal with a word byte: a hit right after a word
+/// byte cannot match (`in` inside "heating").
+const WORD_START_BIT: u32 = 1 << 30;
+const INDEX_MASK: u32 = WORD_START_BIT - 1;
+
+/// A word byte for `\b` as compiled here (Unicode off: ASCII letters, digits, `_`).
+fn is_word_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
+}
+
+/// Whether every match of the regex `source` is preceded by a word boundary (`\b` first, after
+/// any flag group), read from the source without parsing it.
+fn starts_with_word_boundary(source: &str) -> bool {
+    let mut rest = source;
+    while let Some(flags) = rest.strip_prefix("(?") {
+        match flags.find(')') {
+            Some(end)
+                if flags[..end]
+                    .bytes()
+                    .all(|b| b.is_ascii_alphabetic() || b == b'-') =>
+            {
+                rest = &flags[end + 1..];
+            }
+            _ => return false,
+        }
+    }
+    rest.starts_with("\\b")
+}
+
+/// A gate literal cut to its leading run of ASCII or of non-ASCII bytes and to `MAX_GATE_BYTES`:
+/// a prefix of a gate is still a gate, short ones keep the automata small, and a literal of
+/// non-ASCII bytes only can occur only inside a non-ASCII run of the text.
+fn cut_gate(lit: &[u8]) -> Vec<u8> {
+    let ascii = lit[0].is_ascii();
+    let run = lit
+        .iter()
+        .position(|b| b.is_ascii() != ascii)
+        .unwrap_or(lit.len());
+    lit[..run.min(MAX_GATE_BYTES)].to_ascii_lowercase()
+}
+
+/// The ASCII gate literals of both matchers in one DFA, matched ASCII-case-insensitively: an
+/// ASCII window, whose normalized view is its raw text lowercased at the same offsets, pays one
+/// pass for both views.
+struct AsciiGates {
+    dfa: aho_corasick::dfa::DFA,
+    /// Per literal: its length, then the bounds of its raw targets `targets[r[1]..r[2]]` and of
+    /// its normalized ones `targets[r[2]..r[3]]`.
+    literals: Vec<[u32; 4]>,
+    targets: Vec<u32>,
+}
+
+impl AsciiGates {
+    fn build(
+        raw: &HashMap<Vec<u8>, Vec<u32>>,
+        norm: &HashMap<Vec<u8>, Vec<u32>>,
+    ) -> Result<AsciiGates, RuleError> {
+        let mut keys: Vec<&Vec<u8>> = raw.keys().chain(norm.keys()).collect();
+        keys.sort();
+        keys.dedup();
+        let mut literals = Vec::with_capacity(keys.len());
+        let mut targets = Vec::new();
+        for k in &keys {
+            let from = targets.len() as u32;
+            targets.extend(raw.get(*k).into_iter().flatten());
+            let mid = targets.len() as u32;
+            targets.extend(norm.get(*k).into_iter().flatten());
+            literals.push([k.len() as u32, from, mid, targets.len() as u32]);
+        }
+        let dfa = aho_corasick::dfa::Builder::new()
+            .match_kind(aho_corasick::MatchKind::Standard)
+            .ascii_case_insensitive(true)
+            // Only match states are then special, which the gate loop relies on.
+            .prefilter(false)
+            .start_kind(aho_corasick::StartKind::Unanchored)
+            .build(&keys)
+            .map_err(|e| RuleError::Compile {
+                message: format!("gate automaton: {e}"),
+            })?;
+        Ok(AsciiGates {
+            dfa,
+            literals,
+            targets,
+        })
+    }
+
+    /// One pass over `text`, pushing the candidates of the matchers given a scratch.
+    fn run(
+        &self,
+        text: &[u8],
+        mut raw: Option<&mut MatchScratch>,
+        mut norm: Option<&mut MatchScratch>,
+    ) {
+        use aho_corasick::automaton::Automaton;
+        let dfa = &self.dfa;
+        let Ok(mut sid) = dfa.start_state(aho_corasick::Anchored::No) else {
+            return;
+        };
+        let mut at = 0;
+        loop {
+            // The hot loop keeps few values live so they stay in registers.
+            while at < text.len() {
+                sid = dfa.next_state(aho_corasick::Anchored::No, sid, text[at]);
+                at += 1;
+                if dfa.is_special(sid) {
+                    break;
+                }
+            }
+            if !dfa.is_special(sid) {
+                return;
+            }
+            for k in 0..dfa.match_len(sid) {
+                let [len, from, mid, to] = self.literals[dfa.match_pattern(sid, k).as_usize()];
+                let start = at - len as usize;
+                let skip = if start > 0 && is_word_byte(text[start - 1]) {
+                    WORD_START_BIT
+                } else {
+                    0
+                };
+                if let Some(s) = raw.as_deref_mut() {
+                    for &t in &self.targets[from as usize..mid as usize] {
+                        if t & skip == 0 {
+                            s.push(t, start, at);
+                        }
+                    }
+                }
+                if let Some(s) = norm.as_deref_mut() {
+                    for &t in &self.targets[mid as usize..to as usize] {
+                        if t & skip == 0 {
+                            s.push(t, start, at);
+                        }
+                    }
+                }
+            }
+            if at == text.len() {
+                return;
+            }
+        }
+    }
+}
+
+/// The non-ASCII gate literals of one matcher (CJK, Cyrillic, invisible characters...) in a
+/// compact NFA, run only over the non-ASCII runs of a view.
+struct NonAsciiGates {
     ac: AhoCorasick,
     /// For literal `i` of `ac`, the gated patterns are `targets[ranges[i].0..ranges[i].1]`.
     ranges: Vec<(u32, u32)>,
     targets: Vec<u32>,
-    /// Holds only literals with non-ASCII bytes, so it cannot match an ASCII view.
-    non_ascii: bool,
 }
 
-impl Gates {
-    /// ASCII literals go into a DFA (one table lookup per byte; the ASCII alphabet keeps it small);
-    /// the others (CJK, Cyrillic, ...) into a compact NFA that only runs on non-ASCII views.
-    fn build(
-        literals: Vec<(Vec<u8>, Vec<u32>)>,
-        non_ascii: bool,
-        lowercase_text: bool,
-    ) -> Result<Gates, RuleError> {
-        let mut ranges = Vec::with_capacity(literals.len());
+impl NonAsciiGates {
+    fn build(by_literal: HashMap<Vec<u8>, Vec<u32>>) -> Result<Option<NonAsciiGates>, RuleError> {
+        if by_literal.is_empty() {
+            return Ok(None);
+        }
+        let mut list: Vec<(Vec<u8>, Vec<u32>)> = by_literal.into_iter().collect();
+        list.sort();
+        let mut ranges = Vec::with_capacity(list.len());
         let mut targets = Vec::new();
-        for (_, t) in &literals {
+        for (_, t) in &list {
             let from = targets.len() as u32;
             targets.extend_from_slice(t);
             ranges.push((from, targets.len() as u32));
         }
-        let kind = if non_ascii {
-            aho_corasick::AhoCorasickKind::ContiguousNFA
-        } else {
-            aho_corasick::AhoCorasickKind::DFA
-        };
         let ac = AhoCorasick::builder()
             .match_kind(aho_corasick::MatchKind::Standard)
-            .ascii_case_insensitive(!lowercase_text)
             // Dense transitions only at the root: deeper dense NFA states cost ~1 MB for a couple
             // of thousand literals and buy little speed.
             .dense_depth(1)
-            .kind(Some(kind))
+            .kind(Some(aho_corasick::AhoCorasickKind::ContiguousNFA))
             .start_kind(aho_corasick::StartKind::Unanchored)
-            .build(literals.iter().map(|(a, _)| a))
+            .build(list.iter().map(|(a, _)| a))
             .map_err(|e| RuleError::Compile {
                 message: format!("gate automaton: {e}"),
             })?;
-        Ok(Gates {
+        Ok(Some(NonAsciiGates {
             ac,
             ranges,
             targets,
-            non_ascii,
-        })
+        }))
     }
+
+    fn run(&self, text: &[u8], scratch: &mut MatchScratch) {
+        let mut at = 0;
+        while let Some(from) = next_non_ascii(text, at) {
+            let to = text[from..]
+                .iter()
+                .position(u8::is_ascii)
+                .map_or(text.len(), |n| from + n);
+            let input = aho_corasick::Input::new(text).range(from..to);
+            for m in self.ac.find_overlapping_iter(input) {
+                let (a, b) = self.ranges[m.pattern().as_usize()];
+                for &t in &self.targets[a as usize..b as usize] {
+                    scratch.push(t, m.start(), m.end());
+                }
+            }
+            at = to;
+        }
+    }
+}
+
+/// Offset of the first non-ASCII byte of `text` at or after `from`.
+fn next_non_ascii(text: &[u8], from: usize) -> Option<usize> {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut i = from;
+    while let Some(chunk) = text.get(i..i + 8) {
+        let word = u64::from_le_bytes(chunk.try_into().unwrap_or_default()) & HIGH;
+        if word != 0 {
+            return Some(i + word.trailing_zeros() as usize / 8);
+        }
+        i += 8;
+    }
+    text[i.min(text.len())..]
+        .iter()
+        .position(|b| !b.is_ascii())
+        .map(|n| i + n)
 }
 
 /// All patterns of one view kind.
 pub(crate) struct Matcher {
     patterns: Vec<Pattern>,
-    gates: Vec<Gates>,
+    non_ascii: Option<NonAsciiGates>,
     /// Patterns without anchors, searched together; set pattern `i` is `unanchored_ids[i]`.
     unanchored: Option<meta::Regex>,
     unanchored_ids: Vec<u32>,
 }
 
 impl Matcher {
-    /// `lowercase_text`: the view is lowercase already (normalized), so gates match exactly;
-    /// otherwise (raw) they match ASCII-case-insensitively.
+    /// Builds the matcher; its ASCII gate literals (with their targets) go to `ascii` for the
+    /// shared automaton.
     fn build(
         patterns: Vec<Pattern>,
         gates: Vec<GateLiterals>,
-        lowercase_text: bool,
+        ascii: &mut HashMap<Vec<u8>, Vec<u32>>,
     ) -> Result<Matcher, RuleError> {
-        let mut by_anchor: HashMap<Vec<u8>, Vec<u32>> = HashMap::new();
+        let mut other: HashMap<Vec<u8>, Vec<u32>> = HashMap::new();
         let mut unanchored_ids = Vec::new();
         for (i, gate) in gates.into_iter().enumerate() {
+            let target = if matches!(patterns[i].check, Check::Scan) {
+                i as u32 | SCAN_BIT
+            } else {
+                i as u32
+            };
+            let word_start = matches!(patterns[i].check, Check::Anchored)
+                && starts_with_word_boundary(&patterns[i].source);
             match gate {
                 Some(list) => {
                     for a in list {
-                        // A prefix of a gate literal is still a gate; short ones keep the DFA small.
-                        let a = &a[..a.len().min(MAX_GATE_BYTES)];
-                        by_anchor
-                            .entry(a.to_ascii_lowercase())
-                            .or_default()
-                            .push(i as u32);
+                        let a = cut_gate(&a);
+                        let target = if word_start && is_word_byte(a[0]) {
+                            target | WORD_START_BIT
+                        } else {
+                            target
+                        };
+                        let map = if a[0].is_ascii() {
+                            &mut *ascii
+                        } else {
+                            &mut other
+                        };
+                        map.entry(a).or_default().push(target);
                     }
                 }
                 None => unanchored_ids.push(i as u32),
             }
         }
-        for targets in by_anchor.values_mut() {
+        for targets in ascii.values_mut().chain(other.values_mut()) {
             targets.dedup();
-        }
-        let mut anchor_list: Vec<(Vec<u8>, Vec<u32>)> = by_anchor.into_iter().collect();
-        anchor_list.sort();
-        let (ascii, other): (Vec<_>, Vec<_>) =
-            anchor_list.into_iter().partition(|(a, _)| a.is_ascii());
-        let mut gates = Vec::new();
-        for (lits, non_ascii) in [(ascii, false), (other, true)] {
-            if !lits.is_empty() {
-                gates.push(Gates::build(lits, non_ascii, lowercase_text)?);
-            }
         }
         let unanchored = if unanchored_ids.is_empty() {
             None
@@ -266,7 +463,7 @@ impl Matcher {
         };
         Ok(Matcher {
             patterns,
-            gates,
+            non_ascii: NonAsciiGates::build(other)?,
             unanchored,
             unanchored_ids,
         })
@@ -278,6 +475,7 @@ impl Matcher {
         let patterns = self.patterns.len();
         move || MatchScratch {
             candidates: Vec::new(),
+            scans: vec![0; patterns.div_ceil(64)],
             unanchored_hits: PatternSet::new(n),
             caches: (0..patterns).map(|_| None).collect(),
         }
@@ -290,6 +488,7 @@ pub struct RuleSet {
     ids: Vec<Arc<str>>,
     raw: Matcher,
     normalized: Matcher,
+    ascii_gates: AsciiGates,
 }
 
 impl std::fmt::Debug for RuleSet {
@@ -382,9 +581,13 @@ impl RuleSet {
         }
         let [(raw_p, raw_a), (norm_p, norm_a)] = parts;
         let ids = rules.iter().map(|r| Arc::from(r.id.as_str())).collect();
+        let (mut raw_ascii, mut norm_ascii) = (HashMap::new(), HashMap::new());
+        let raw = Matcher::build(raw_p, raw_a, &mut raw_ascii)?;
+        let normalized = Matcher::build(norm_p, norm_a, &mut norm_ascii)?;
         Ok(RuleSet {
-            raw: Matcher::build(raw_p, raw_a, false)?,
-            normalized: Matcher::build(norm_p, norm_a, true)?,
+            ascii_gates: AsciiGates::build(&raw_ascii, &norm_ascii)?,
+            raw,
+            normalized,
             rules,
             ids,
         })
@@ -433,7 +636,7 @@ impl RuleSet {
         [&self.raw, &self.normalized]
             .iter()
             .map(|m| {
-                m.gates.iter().map(|g| g.ac.memory_usage()).sum::<usize>()
+                m.non_ascii.as_ref().map_or(0, |g| g.ac.memory_usage())
                     + m.unanchored.as_ref().map_or(0, meta::Regex::memory_usage)
                     + m.patterns
                         .iter()
@@ -441,7 +644,11 @@ impl RuleSet {
                         .map(meta::Regex::memory_usage)
                         .sum::<usize>()
             })
-            .sum()
+            .sum::<usize>()
+            + {
+                use aho_corasick::automaton::Automaton;
+                self.ascii_gates.dfa.memory_usage()
+            }
     }
 
     /// Compile every pattern now instead of on first use (steadier latency, more memory).
@@ -465,8 +672,49 @@ impl RuleSet {
         &self.normalized
     }
 
-    /// Run `matcher` over `view`, pushing findings (spans in the original text) to `out`.
-    pub(crate) fn scan_view(
+    /// Gate pass over `text`: candidates of the raw and/or normalized patterns, into the given
+    /// scratches (cleared first). With both, `text` must be ASCII, so that the normalized view is
+    /// the raw text lowercased at the same offsets.
+    pub(crate) fn find_candidates(
+        &self,
+        text: &[u8],
+        mut raw: Option<&mut MatchScratch>,
+        mut norm: Option<&mut MatchScratch>,
+    ) {
+        for s in [raw.as_deref_mut(), norm.as_deref_mut()]
+            .into_iter()
+            .flatten()
+        {
+            s.clear();
+        }
+        self.ascii_gates
+            .run(text, raw.as_deref_mut(), norm.as_deref_mut());
+        if text.is_ascii() {
+            return;
+        }
+        for (m, s) in [(&self.raw, raw), (&self.normalized, norm)] {
+            if let (Some(g), Some(s)) = (&m.non_ascii, s) {
+                g.run(text, s);
+            }
+        }
+    }
+
+    /// Gate pass and checks of the normalized patterns over a derived view (deobfuscated, decoded).
+    pub(crate) fn scan_normalized(
+        &self,
+        view: &View,
+        view_name: &'static str,
+        scratch: &mut MatchScratch,
+        guard: &Arc<str>,
+        out: &mut Vec<Finding>,
+    ) {
+        self.find_candidates(&view.text, None, Some(&mut *scratch));
+        self.check(&self.normalized, view, view_name, scratch, guard, out);
+    }
+
+    /// Check `matcher`'s candidates (from [`RuleSet::find_candidates`]) on `view`, pushing
+    /// findings (spans in the original text) to `out`.
+    pub(crate) fn check(
         &self,
         matcher: &Matcher,
         view: &View,
@@ -495,76 +743,68 @@ impl RuleSet {
                 view: Some(Cow::Borrowed(view_name)),
             });
         };
-        if !matcher.gates.is_empty() {
-            let ascii = text.is_ascii();
-            let MatchScratch {
-                candidates: cands,
-                caches,
-                ..
-            } = scratch;
-            cands.clear();
-            for g in matcher.gates.iter().filter(|g| !(ascii && g.non_ascii)) {
-                for m in g.ac.find_overlapping_iter(aho_corasick::Input::new(text)) {
-                    let (from, to) = g.ranges[m.pattern().as_usize()];
-                    for &pattern in &g.targets[from as usize..to as usize] {
-                        cands.push(Candidate {
-                            pattern,
-                            start: m.start() as u32,
-                            end: m.end() as u32,
-                        });
-                    }
-                }
+        let MatchScratch {
+            candidates: cands,
+            scans,
+            caches,
+            ..
+        } = scratch;
+        for (w, &bits) in scans.iter().enumerate() {
+            let mut bits = bits;
+            while bits != 0 {
+                let i = w * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                // The gate says the pattern may occur somewhere: scan the view once.
+                let pattern = &matcher.patterns[i];
+                let rule = &self.rules[pattern.rule];
+                scan_all(pattern, rule, text, |s, e| emit(out, pattern, s, e));
             }
-            if !cands.is_empty() {
-                cands.sort_unstable();
-                let mut current = u32::MAX;
-                let mut last_end = 0usize;
-                let mut count = 0usize;
-                for c in cands.iter() {
-                    if c.pattern != current {
-                        current = c.pattern;
-                        last_end = 0;
-                        count = 0;
+        }
+        if !cands.is_empty() {
+            cands.sort_unstable();
+            let mut current = u32::MAX;
+            let mut last_end = 0usize;
+            let mut count = 0usize;
+            for c in cands.iter() {
+                if c.pattern != current {
+                    current = c.pattern;
+                    last_end = 0;
+                    count = 0;
+                }
+                let start = c.start as usize;
+                if start < last_end || count >= MAX_MATCHES_PER_PATTERN {
+                    continue;
+                }
+                let pattern = &matcher.patterns[c.pattern as usize];
+                let rule = &self.rules[pattern.rule];
+                let found = match &pattern.check {
+                    Check::Exact(lits) => {
+                        // The gate may be a cut-down literal: find the longest whole one here.
+                        let rest = &text[start..];
+                        lits.iter()
+                            .filter(|l| rest.starts_with(l))
+                            .map(|l| Span::new(start, start + l.len()))
+                            .max_by_key(|sp| sp.end)
+                            .filter(|sp| {
+                                rule.validate
+                                    .is_none_or(|v| v.check(&text[sp.start..sp.end]))
+                            })
                     }
-                    let start = c.start as usize;
-                    if start < last_end || count >= MAX_MATCHES_PER_PATTERN {
-                        continue;
-                    }
-                    let pattern = &matcher.patterns[c.pattern as usize];
-                    let rule = &self.rules[pattern.rule];
-                    let found = match &pattern.check {
-                        Check::Exact(lits) => {
-                            // The gate may be a cut-down literal: find the longest whole one here.
-                            let rest = &text[start..];
-                            lits.iter()
-                                .filter(|l| rest.starts_with(l))
-                                .map(|l| Span::new(start, start + l.len()))
-                                .max_by_key(|sp| sp.end)
-                                .filter(|sp| {
-                                    rule.validate
-                                        .is_none_or(|v| v.check(&text[sp.start..sp.end]))
-                                })
-                        }
-                        Check::Anchored if rule.validate.is_none() => pattern
-                            .anchored_end(&mut caches[c.pattern as usize], text, start)
-                            .map(|end| Span::new(start, end)),
-                        Check::Anchored => match pattern.single() {
-                            Some(re) => anchored_match(re, text, start, rule.validate),
-                            // Unreachable for patterns that parsed; still reported, at the gate.
-                            None => Some(Span::new(start, c.end as usize)),
-                        },
-                        Check::Scan => {
-                            // The gate says the pattern may occur somewhere: scan the view once.
-                            scan_all(pattern, rule, text, |s, e| emit(out, pattern, s, e));
-                            last_end = usize::MAX;
-                            continue;
-                        }
-                    };
-                    if let Some(span) = found {
-                        emit(out, pattern, span.start, span.end);
-                        last_end = span.end;
-                        count += 1;
-                    }
+                    Check::Anchored if rule.validate.is_none() => pattern
+                        .anchored_end(&mut caches[c.pattern as usize], text, start)
+                        .map(|end| Span::new(start, end)),
+                    Check::Anchored => match pattern.single() {
+                        Some(re) => anchored_match(re, text, start, rule.validate),
+                        // Unreachable for patterns that parsed; still reported, at the gate.
+                        None => Some(Span::new(start, c.end as usize)),
+                    },
+                    // Scan patterns are never candidates (see `MatchScratch::push`).
+                    Check::Scan => None,
+                };
+                if let Some(span) = found {
+                    emit(out, pattern, span.start, span.end);
+                    last_end = span.end;
+                    count += 1;
                 }
             }
         }
@@ -633,6 +873,18 @@ fn anchored_match(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn word_boundary_prefix_is_read_through_flags() {
+        use super::starts_with_word_boundary as wb;
+        assert!(wb(r"\bignore"));
+        assert!(wb(r"(?i)\b(?:a|b)"));
+        assert!(wb(r"(?i)(?-u)\bx"));
+        assert!(!wb(r"\Bx"));
+        assert!(!wb(r"(?:\bx|y)"));
+        assert!(!wb(r"(?i:\bx)"));
+        assert!(!wb(r"x\b"));
+    }
+
     #[test]
     fn non_ascii_pattern_text_is_folded() {
         assert_eq!(crate::fold::fold_pattern("précédentes"), "precedentes");

@@ -149,10 +149,20 @@ impl PatternGuard {
         let rules = &self.rules;
         s.raw.clear(Mapping::Identity { base });
         s.raw.text.extend_from_slice(window.as_bytes());
-        rules.scan_view(rules.raw(), &s.raw, "raw", &mut s.hits_raw, &self.name, out);
-
         normalize_into(window, base, &mut s.folded);
-        rules.scan_view(
+        if window.is_ascii() {
+            // The normalized view is the raw text lowercased: one gate pass serves both.
+            rules.find_candidates(
+                &s.folded.text,
+                Some(&mut s.hits_raw),
+                Some(&mut s.hits_norm),
+            );
+        } else {
+            rules.find_candidates(&s.raw.text, Some(&mut s.hits_raw), None);
+            rules.find_candidates(&s.folded.text, None, Some(&mut s.hits_norm));
+        }
+        rules.check(rules.raw(), &s.raw, "raw", &mut s.hits_raw, &self.name, out);
+        rules.check(
             rules.normalized(),
             &s.folded,
             "normalized",
@@ -162,14 +172,7 @@ impl PatternGuard {
         );
 
         if deobfuscate(&s.folded, &mut s.tmp, &mut s.deobf) {
-            rules.scan_view(
-                rules.normalized(),
-                &s.deobf,
-                "deobfuscated",
-                &mut s.hits_norm,
-                &self.name,
-                out,
-            );
+            rules.scan_normalized(&s.deobf, "deobfuscated", &mut s.hits_norm, &self.name, out);
         }
 
         if self.limits.decode_depth > 0 {
@@ -196,8 +199,7 @@ impl PatternGuard {
             *budget -= seg.text.len();
             normalize_into(&seg.text, 0, &mut s.decoded);
             s.decoded.mapping = Mapping::Constant(seg.span);
-            rules.scan_view(
-                rules.normalized(),
+            rules.scan_normalized(
                 &s.decoded,
                 seg.encoding.view_name(),
                 &mut s.hits_norm,
