@@ -7,6 +7,9 @@
 //!   [`train_head`] with a held-out split and a threshold calibrated to a target false-positive rate.
 //! - [`TopicGuard`]: a topic fence (allowed / banned topics from short descriptions or examples).
 //!
+//! Hosts put each guard in a firewall slot and share one model between them with [`SharedModel`]:
+//! one embedding pass per input, and the model unloads when the last guard using it does.
+//!
 //! Raw scores are mapped to finding scores by a [`Calibration`] fitted on benign texts, so the
 //! core policy's default thresholds (flag 0.5, block 0.8) mean "benign FPR 5%" and "benign FPR 1%"
 //! on the calibration set.
@@ -25,6 +28,7 @@ mod head;
 mod knn;
 mod memo;
 mod meta;
+mod shared;
 mod similarity;
 mod topic;
 
@@ -38,5 +42,6 @@ pub use head::{train_head, Head, HeadGuard, HeadMeta, TrainOptions, TrainReport}
 pub use knn::{KnnScore, KnnScorer};
 pub use memo::LastBatchMemo;
 pub use meta::{EmbeddedSet, Progress};
+pub use shared::{LeasedGuard, ModelLease, SharedModel};
 pub use similarity::SimilarityGuard;
 pub use topic::{Topic, TopicConfig, TopicGuard};
