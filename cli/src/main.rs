@@ -7,11 +7,12 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use featherguard::{Config, Firewall};
 
-#[cfg(feature = "onnx")]
+#[cfg(any(feature = "onnx", feature = "torch"))]
 mod bank_cmd;
-#[cfg(feature = "onnx")]
+#[cfg(any(feature = "onnx", feature = "torch"))]
 mod defaults;
-#[cfg(feature = "onnx")]
+mod diag;
+#[cfg(any(feature = "onnx", feature = "torch"))]
 mod embed_cmd;
 mod eval;
 mod input;
@@ -81,22 +82,25 @@ enum Command {
     #[cfg(feature = "models")]
     /// Load a safetensors checkpoint (map, copy or convert) and report time, GB/s and memory.
     LoadBench(load_bench::LoadBenchArgs),
-    #[cfg(feature = "onnx")]
+    #[cfg(any(feature = "onnx", feature = "torch"))]
     /// Print embeddings of texts (JSON lines), for your own use or cross-backend checks.
     Embed(embed_cmd::EmbedArgs),
-    #[cfg(feature = "onnx")]
+    #[cfg(any(feature = "onnx", feature = "torch"))]
     /// Build exemplar banks for the similarity guard.
     #[command(subcommand)]
     Bank(bank_cmd::BankCommand),
-    #[cfg(feature = "onnx")]
+    #[cfg(any(feature = "onnx", feature = "torch"))]
     /// Train a classifier head on embeddings of a labeled corpus.
     Train(bank_cmd::TrainArgs),
-    #[cfg(feature = "onnx")]
+    #[cfg(any(feature = "onnx", feature = "torch"))]
     /// Out-of-fold detection of pattern + ML guards on a labeled corpus.
     Crossval(bank_cmd::CrossvalArgs),
     #[cfg(feature = "server")]
     /// Serve the HTTP JSON API: scan, streaming scan, guard stats, health, metrics.
     Serve(serve_cmd::ServeArgs),
+    /// Diagnostics for the audit (memory at each stage of loading the guards).
+    #[command(subcommand, hide = true)]
+    Diag(diag::DiagCommand),
 }
 
 /// The configuration from `--config` plus `--rules` files.
@@ -134,16 +138,17 @@ fn main() -> ExitCode {
             Command::Inspect(args) => inspect::run(args),
             #[cfg(feature = "models")]
             Command::LoadBench(args) => load_bench::run(args),
-            #[cfg(feature = "onnx")]
+            #[cfg(any(feature = "onnx", feature = "torch"))]
             Command::Embed(args) => embed_cmd::run(args),
-            #[cfg(feature = "onnx")]
+            #[cfg(any(feature = "onnx", feature = "torch"))]
             Command::Bank(cmd) => bank_cmd::run_bank(cmd),
-            #[cfg(feature = "onnx")]
+            #[cfg(any(feature = "onnx", feature = "torch"))]
             Command::Train(args) => bank_cmd::run_train(args),
-            #[cfg(feature = "onnx")]
+            #[cfg(any(feature = "onnx", feature = "torch"))]
             Command::Crossval(args) => bank_cmd::run_crossval(args, &cfg),
             #[cfg(feature = "server")]
             Command::Serve(args) => serve_cmd::run(args, &cfg),
+            Command::Diag(cmd) => diag::run(cmd, &cfg),
         }
     })();
     match result {

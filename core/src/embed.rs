@@ -194,6 +194,13 @@ pub trait Embedder: Send + Sync {
     /// Embeds every text; long texts yield several overlapping windows (see [`Embeddings`]).
     fn embed(&self, texts: &[&str]) -> Result<Embeddings, EmbedError>;
 
+    /// Loads only the backend's runtime library (ONNX Runtime's shared object), not the model: a
+    /// separate step so a memory profile can tell the runtime's cost from the session's. Backends
+    /// whose runtime is linked in (libtorch) have nothing to do.
+    fn load_runtime(&self) -> Result<(), EmbedError> {
+        Ok(())
+    }
+
     /// Loads the model now instead of on first use.
     fn load(&self) -> Result<(), EmbedError> {
         Ok(())

@@ -574,6 +574,11 @@ impl Embedder for OnnxEmbedder {
         Embeddings::new(dim, data, spans, skipped)
     }
 
+    fn load_runtime(&self) -> Result<(), EmbedError> {
+        let library = runtime::locate(self.config.runtime.as_deref())?;
+        runtime::init(&library).map(drop)
+    }
+
     fn load(&self) -> Result<(), EmbedError> {
         let mut slot = self.lock();
         self.load_into(&mut slot)

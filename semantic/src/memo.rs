@@ -48,6 +48,10 @@ impl Embedder for LastBatchMemo {
         Ok(e)
     }
 
+    fn load_runtime(&self) -> Result<(), EmbedError> {
+        self.inner.load_runtime()
+    }
+
     fn load(&self) -> Result<(), EmbedError> {
         self.inner.load()
     }
