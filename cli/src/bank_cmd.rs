@@ -16,11 +16,13 @@ use featherguard::{Action, Config};
 use featherguard_loader::sha256_file;
 use serde_json::json;
 
-use crate::embed_cmd::{embedder, Bar};
+use crate::embed_cmd::{embedder, Backend, Bar};
 use crate::ml::DeviceArg;
 
 #[derive(Args, Debug, Clone)]
 pub struct EmbedOpts {
+    #[arg(long, value_enum, default_value_t = Backend::preferred())]
+    backend: Backend,
     /// Texts per model call.
     #[arg(long, default_value_t = 32)]
     batch: usize,
@@ -133,7 +135,7 @@ fn source_of(path: &Path) -> String {
 }
 
 fn embed_examples(examples: &[Example], o: &EmbedOpts) -> anyhow::Result<EmbeddedSet> {
-    let e = embedder(o.threads, o.device)?;
+    let e = embedder(o.backend, o.threads, o.device)?;
     let mut bar = Bar::new("embedding");
     let mut progress = |d: usize, t: usize| bar.update(d, t);
     Ok(EmbeddedSet::embed(

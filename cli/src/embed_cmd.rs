@@ -8,16 +8,39 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use featherguard::onnx::{Device, OnnxConfig, OnnxEmbedder, Precision};
 use featherguard::Embedder;
 use serde_json::{json, Value};
 
 use crate::ml::DeviceArg;
 
+/// Which runtime computes the embeddings. Both run all-MiniLM-L6-v2 from the same weights file and
+/// report the same model id, so banks and heads built with one work with the other.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Backend {
-    /// ONNX Runtime (all-MiniLM-L6-v2, fp32).
+    /// ONNX Runtime (all-MiniLM-L6-v2, fp32; needs the `onnx` feature).
     Onnx,
+    /// libtorch (the same model, weights used in place from the mapped file; needs the `torch` feature).
+    Torch,
+}
+
+impl Backend {
+    /// The default of this build: ONNX Runtime when compiled in, else libtorch.
+    pub const fn preferred() -> Backend {
+        if cfg!(feature = "onnx") {
+            Backend::Onnx
+        } else {
+            Backend::Torch
+        }
+    }
+}
+
+/// Bound on the windows embedded per text (the config's `[heavy]` section); `None` in
+/// [`embedder_with`] keeps the backend's default.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct WindowBound {
+    pub max_windows: usize,
+    /// Refuse a text above the bound instead of sampling its windows.
+    pub reject: bool,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -55,10 +78,10 @@ pub struct EmbedArgs {
     #[arg(long)]
     jsonl: bool,
 
-    #[arg(long, value_enum, default_value_t = Backend::Onnx)]
+    #[arg(long, value_enum, default_value_t = Backend::preferred())]
     backend: Backend,
 
-    /// Which form of the model the onnx backend runs.
+    /// Which form of the model the onnx backend runs (int8: onnx only).
     #[arg(long, value_enum, default_value_t = PrecisionArg::Fp32)]
     precision: PrecisionArg,
 
@@ -77,7 +100,58 @@ pub struct EmbedArgs {
 }
 
 /// The embedder the CLI's ML commands share.
-pub fn embedder(threads: usize, device: DeviceArg) -> anyhow::Result<Arc<dyn Embedder>> {
+pub fn embedder(
+    backend: Backend,
+    threads: usize,
+    device: DeviceArg,
+) -> anyhow::Result<Arc<dyn Embedder>> {
+    embedder_with(backend, threads, device, None)
+}
+
+/// [`embedder`] with a bound on windows per text.
+pub fn embedder_with(
+    backend: Backend,
+    threads: usize,
+    device: DeviceArg,
+    windows: Option<WindowBound>,
+) -> anyhow::Result<Arc<dyn Embedder>> {
+    if let Some(w) = windows {
+        anyhow::ensure!(w.max_windows >= 1, "heavy.max_windows must be at least 1");
+    }
+    match backend {
+        Backend::Onnx => onnx_embedder(threads, device, windows),
+        Backend::Torch => torch_embedder(threads, device, windows),
+    }
+}
+
+// Both backends re-export the one tokenizer crate's types.
+#[cfg(feature = "onnx")]
+use featherguard::onnx::{Overflow, WindowConfig};
+#[cfg(all(feature = "torch", not(feature = "onnx")))]
+use featherguard::torch::{Overflow, WindowConfig};
+
+fn window_config(bound: Option<WindowBound>) -> WindowConfig {
+    match bound {
+        None => WindowConfig::default(),
+        Some(b) => WindowConfig {
+            max_windows: b.max_windows,
+            overflow: if b.reject {
+                Overflow::Reject
+            } else {
+                Overflow::Sample
+            },
+            ..WindowConfig::default()
+        },
+    }
+}
+
+#[cfg(feature = "onnx")]
+fn onnx_embedder(
+    threads: usize,
+    device: DeviceArg,
+    windows: Option<WindowBound>,
+) -> anyhow::Result<Arc<dyn Embedder>> {
+    use featherguard::onnx::{Device, OnnxConfig, OnnxEmbedder};
     let device = match device {
         DeviceArg::Cpu => Device::Cpu,
         DeviceArg::Cuda => Device::Cuda(0),
@@ -85,8 +159,50 @@ pub fn embedder(threads: usize, device: DeviceArg) -> anyhow::Result<Arc<dyn Emb
     Ok(Arc::new(OnnxEmbedder::new(OnnxConfig {
         threads,
         device,
+        windows: window_config(windows),
         ..Default::default()
     })))
+}
+
+#[cfg(not(feature = "onnx"))]
+fn onnx_embedder(
+    _threads: usize,
+    _device: DeviceArg,
+    _windows: Option<WindowBound>,
+) -> anyhow::Result<Arc<dyn Embedder>> {
+    anyhow::bail!(
+        "--backend onnx needs a featherguard built with the `onnx` feature; this build has `--backend torch`"
+    )
+}
+
+#[cfg(feature = "torch")]
+fn torch_embedder(
+    threads: usize,
+    device: DeviceArg,
+    windows: Option<WindowBound>,
+) -> anyhow::Result<Arc<dyn Embedder>> {
+    use featherguard::torch::{Device, TorchConfig, TorchEmbedder};
+    let device = match device {
+        DeviceArg::Cpu => Device::Cpu,
+        DeviceArg::Cuda => Device::Cuda(0),
+    };
+    Ok(Arc::new(TorchEmbedder::new(TorchConfig {
+        threads: Some(threads),
+        device,
+        windows: window_config(windows),
+        ..Default::default()
+    })))
+}
+
+#[cfg(not(feature = "torch"))]
+fn torch_embedder(
+    _threads: usize,
+    _device: DeviceArg,
+    _windows: Option<WindowBound>,
+) -> anyhow::Result<Arc<dyn Embedder>> {
+    anyhow::bail!(
+        "--backend torch needs a featherguard built with the `torch` feature (and libtorch: `featherguard setup --only torch`)"
+    )
 }
 
 /// A progress bar on stderr when it is a terminal.
@@ -126,15 +242,10 @@ impl Bar {
 }
 
 pub fn run(args: &EmbedArgs) -> anyhow::Result<ExitCode> {
-    let Backend::Onnx = args.backend;
     let EmbedFormat::Json = args.format;
     let embedder: Arc<dyn Embedder> = match args.precision {
-        PrecisionArg::Fp32 => embedder(args.threads, args.device)?,
-        PrecisionArg::Int8 => Arc::new(OnnxEmbedder::new(OnnxConfig {
-            threads: args.threads,
-            precision: Precision::Int8,
-            ..Default::default()
-        })),
+        PrecisionArg::Fp32 => embedder(args.backend, args.threads, args.device)?,
+        PrecisionArg::Int8 => int8_embedder(args)?,
     };
     let model = embedder.model().clone();
     let mut sink = Sink {
@@ -181,6 +292,26 @@ pub fn run(args: &EmbedArgs) -> anyhow::Result<ExitCode> {
     }
     sink.flush()?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The int8 model.onnx exists only for ONNX Runtime.
+#[cfg(feature = "onnx")]
+fn int8_embedder(args: &EmbedArgs) -> anyhow::Result<Arc<dyn Embedder>> {
+    use featherguard::onnx::{OnnxConfig, OnnxEmbedder, Precision};
+    anyhow::ensure!(
+        args.backend == Backend::Onnx,
+        "--precision int8 is the int8 ONNX model: use it with --backend onnx"
+    );
+    Ok(Arc::new(OnnxEmbedder::new(OnnxConfig {
+        threads: args.threads,
+        precision: Precision::Int8,
+        ..Default::default()
+    })))
+}
+
+#[cfg(not(feature = "onnx"))]
+fn int8_embedder(_args: &EmbedArgs) -> anyhow::Result<Arc<dyn Embedder>> {
+    anyhow::bail!("--precision int8 is the int8 ONNX model: it needs the `onnx` feature")
 }
 
 /// Embeds texts a batch at a time and writes one JSON line per text, in input order.
