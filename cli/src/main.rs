@@ -11,6 +11,7 @@ use featherguard::{Config, Firewall};
 mod bank_cmd;
 #[cfg(any(feature = "onnx", feature = "torch"))]
 mod defaults;
+mod diag;
 #[cfg(any(feature = "onnx", feature = "torch"))]
 mod embed_cmd;
 mod eval;
@@ -97,6 +98,9 @@ enum Command {
     #[cfg(feature = "server")]
     /// Serve the HTTP JSON API: scan, streaming scan, guard stats, health, metrics.
     Serve(serve_cmd::ServeArgs),
+    /// Diagnostics for the audit (memory at each stage of loading the guards).
+    #[command(subcommand, hide = true)]
+    Diag(diag::DiagCommand),
 }
 
 /// The configuration from `--config` plus `--rules` files.
@@ -144,6 +148,7 @@ fn main() -> ExitCode {
             Command::Crossval(args) => bank_cmd::run_crossval(args, &cfg),
             #[cfg(feature = "server")]
             Command::Serve(args) => serve_cmd::run(args, &cfg),
+            Command::Diag(cmd) => diag::run(cmd, &cfg),
         }
     })();
     match result {

@@ -1,5 +1,6 @@
 //! `--guards`: which guards a scan or eval runs, and building the firewall with them. The ML
-//! guards (similarity, classifier, topic) need the `onnx` or `torch` feature.
+//! guards (similarity, classifier, topic) need the `onnx` or `torch` feature; they are heavy guard
+//! slots governed by the config's `[heavy]` and `[memory]` sections (lazy load, idle unload, budget).
 
 use std::path::PathBuf;
 
@@ -70,13 +71,13 @@ pub fn build_firewall(cfg: &Config, args: &GuardArgs) -> anyhow::Result<Firewall
         Firewall::new(Vec::new(), cfg.policy.clone(), cfg.limits.clone())
     };
     if args.wants_ml() {
-        add_ml_guards(&mut fw, args)?;
+        add_ml_guards(&mut fw, cfg, args)?;
     }
     Ok(fw)
 }
 
 #[cfg(not(any(feature = "onnx", feature = "torch")))]
-fn add_ml_guards(_fw: &mut Firewall, args: &GuardArgs) -> anyhow::Result<()> {
+fn add_ml_guards(_fw: &mut Firewall, _cfg: &Config, args: &GuardArgs) -> anyhow::Result<()> {
     let names: Vec<String> = args
         .guards
         .iter()
@@ -89,34 +90,85 @@ fn add_ml_guards(_fw: &mut Firewall, args: &GuardArgs) -> anyhow::Result<()> {
     )
 }
 
+/// The embedding model every ML guard of a CLI command shares, with the `[heavy]` window bound:
+/// the one place a backend is chosen (the memory diagnostic measures this same constructor).
 #[cfg(any(feature = "onnx", feature = "torch"))]
-fn add_ml_guards(fw: &mut Firewall, args: &GuardArgs) -> anyhow::Result<()> {
+pub fn embedder(
+    args: &GuardArgs,
+    heavy: &featherguard::HeavyConfig,
+) -> anyhow::Result<std::sync::Arc<dyn featherguard::Embedder>> {
+    use featherguard::WindowOverflow;
+
+    crate::embed_cmd::embedder_with(
+        args.backend,
+        args.ml_threads,
+        args.device,
+        Some(crate::embed_cmd::WindowBound {
+            max_windows: heavy.max_windows,
+            reject: heavy.window_overflow == WindowOverflow::Reject,
+        }),
+    )
+}
+
+/// Adds each selected ML guard as a heavy guard slot: loaded on first use (load time and RSS delta
+/// recorded), unloaded after `[heavy] idle_unload_secs`, refused over the memory budget's hard
+/// threshold, run as the cascade says. Files are checked now, so a wrong path fails at start, but
+/// nothing heavy is loaded before a scan needs it.
+#[cfg(any(feature = "onnx", feature = "torch"))]
+fn add_ml_guards(fw: &mut Firewall, cfg: &Config, args: &GuardArgs) -> anyhow::Result<()> {
     use std::sync::Arc;
 
     use anyhow::Context;
     use featherguard::semantic::{
-        Bank, Head, HeadGuard, LastBatchMemo, SimilarityGuard, TopicConfig, TopicGuard,
+        Bank, Head, HeadGuard, LeasedGuard, SemanticError, SharedModel, SimilarityGuard,
+        TopicConfig, TopicGuard,
     };
+    use featherguard::{Guard, GuardError, GuardLoader, GuardSlot};
 
-    // One embedding pass per input, shared by every ML guard.
-    let embedder: Arc<dyn featherguard::Embedder> = Arc::new(LastBatchMemo::new(
-        crate::embed_cmd::embedder(args.backend, args.ml_threads, args.device)?,
-    ));
+    // One model for all ML guards, one embedding pass per input (the memo inside SharedModel);
+    // it unloads when the last guard slot using it does.
+    let model = SharedModel::new(embedder(args, &cfg.heavy)?);
+    let file_error = |guard: &'static str| {
+        move |e: SemanticError| GuardError::Unavailable {
+            guard: guard.into(),
+            what: "its data file".into(),
+            reason: e.to_string(),
+            fix: "rebuild it (featherguard bank build / train) or pass another path".into(),
+        }
+    };
+    let leased = |model: &Arc<SharedModel>, guard: &str, build: Arc<dyn Guard>| {
+        let lease = model.lease().map_err(|e| e.into_guard_error(guard))?;
+        Ok::<Arc<dyn Guard>, GuardError>(Arc::new(LeasedGuard::new(build, lease)))
+    };
     for g in &args.guards {
-        match g {
-            GuardKind::Pattern => {}
+        let (name, loader): (&str, GuardLoader) = match g {
+            GuardKind::Pattern => continue,
             GuardKind::Similarity => {
-                let path = crate::defaults::bank(args.bank.as_deref())?;
-                let bank = Bank::open(&path)?;
-                fw.push_guard(Arc::new(SimilarityGuard::new(
-                    embedder.clone(),
-                    Arc::new(bank),
-                )));
+                let path: PathBuf = crate::defaults::bank(args.bank.as_deref())?;
+                // Checked now (a mapping and a header read), opened again by each load.
+                Bank::open(&path)?;
+                let model = model.clone();
+                (
+                    "similarity",
+                    Box::new(move || {
+                        let bank = Bank::open(&path).map_err(file_error("similarity"))?;
+                        let guard = SimilarityGuard::new(model.embedder(), Arc::new(bank));
+                        leased(&model, "similarity", Arc::new(guard))
+                    }),
+                )
             }
             GuardKind::Classifier => {
-                let path = crate::defaults::head(args.head.as_deref())?;
-                let head = Head::open(&path)?;
-                fw.push_guard(Arc::new(HeadGuard::new(embedder.clone(), Arc::new(head))));
+                let path: PathBuf = crate::defaults::head(args.head.as_deref())?;
+                Head::open(&path)?;
+                let model = model.clone();
+                (
+                    "classifier",
+                    Box::new(move || {
+                        let head = Head::open(&path).map_err(file_error("classifier"))?;
+                        let guard = HeadGuard::new(model.embedder(), Arc::new(head));
+                        leased(&model, "classifier", Arc::new(guard))
+                    }),
+                )
             }
             GuardKind::Topic => {
                 let path = args
@@ -127,9 +179,22 @@ fn add_ml_guards(fw: &mut Firewall, args: &GuardArgs) -> anyhow::Result<()> {
                     .with_context(|| format!("{}: cannot read", path.display()))?;
                 let config: TopicConfig = toml::from_str(&text)
                     .with_context(|| format!("{}: invalid topic file", path.display()))?;
-                fw.push_guard(Arc::new(TopicGuard::new(embedder.clone(), config)));
+                let model = model.clone();
+                (
+                    "topic",
+                    Box::new(move || {
+                        let guard = TopicGuard::new(model.embedder(), config.clone());
+                        leased(&model, "topic", Arc::new(guard))
+                    }),
+                )
             }
-        }
+        };
+        fw.add_slot(Arc::new(GuardSlot::new(
+            name,
+            loader,
+            cfg.heavy.slot_options(),
+            fw.memory().clone(),
+        )));
     }
     Ok(())
 }
