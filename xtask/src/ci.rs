@@ -23,13 +23,13 @@ const TEST_STEPS: &[Step] = &[
         args: &["test", "--workspace", "--doc"],
     },
     Step {
-        name: "CLI with the ONNX guards and the server",
+        name: "CLI with both ML backends (ONNX Runtime, libtorch) and the server",
         args: &[
             "test",
             "-p",
             "featherguard-cli",
             "--features",
-            "onnx,server",
+            "onnx,torch,server",
         ],
     },
 ];
@@ -92,23 +92,26 @@ pub fn test() -> Result<ExitCode> {
 }
 
 /// `cargo clippy` over the workspace and all targets with warnings denied, in the backend environment;
-/// then the CLI again with its feature-gated commands (ML guards, server) compiled in.
+/// then the CLI again with its feature-gated commands (ML guards, server) compiled in: both backends,
+/// and libtorch alone (the code paths where ONNX Runtime is absent).
 pub fn clippy() -> Result<ExitCode> {
     let deny = ["--", "-D", "warnings"];
     cargo(&[&["clippy", "--workspace", "--all-targets"][..], &deny].concat())?;
-    cargo(
-        &[
+    for features in ["onnx,torch,server", "torch"] {
+        cargo(
             &[
-                "clippy",
-                "-p",
-                "featherguard-cli",
-                "--all-targets",
-                "--features",
-                "onnx,server",
-            ][..],
-            &deny,
-        ]
-        .concat(),
-    )?;
+                &[
+                    "clippy",
+                    "-p",
+                    "featherguard-cli",
+                    "--all-targets",
+                    "--features",
+                    features,
+                ][..],
+                &deny,
+            ]
+            .concat(),
+        )?;
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -78,11 +78,12 @@ impl Workspace {
     }
 
     /// Builds the stripped `dist` binary of a set and copies it to `target/audit/featherguard-<set>`.
-    pub fn build(&self, set: &FeatureSet) -> Result<PathBuf> {
+    pub fn build(&self, set: &FeatureSet, env: &[(String, String)]) -> Result<PathBuf> {
         let status = self
             .cargo()
             .args(["build", "--profile", PROFILE, "--bin", BIN])
             .args(Self::feature_args(set))
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .status()
             .context("run cargo build")?;
         if !status.success() {

@@ -243,7 +243,7 @@ fn audit_set(
     audit_dir: &Path,
 ) -> Result<Measured> {
     eprintln!("audit: building {} (profile dist)", set.name);
-    let binary = ws.build(set)?;
+    let binary = ws.build(set, &set.build_env(layout))?;
     let binary_bytes = fs::metadata(&binary)?.len();
     let (crates, crates_linked) = ws.crate_counts(set)?;
     let env = set.run_env(layout);

@@ -106,20 +106,48 @@ impl FeatureSet {
                 ok_codes: &[0],
             });
         }
+        if self.needs.contains(&Component::Torch) {
+            // The same guard on libtorch: weights mapped, tokenizer and default bank loaded on
+            // first use. In the torch-only build it is the default backend, so the metric keeps
+            // the common name there.
+            let torch_only = !self.needs.contains(&Component::Onnx);
+            list.push(Scenario {
+                name: if torch_only {
+                    "semantic_first"
+                } else {
+                    "semantic_first_torch"
+                },
+                label: "first semantic scan on libtorch (`scan --backend torch --guards pattern,similarity hello`)",
+                args: vec![
+                    "scan".into(),
+                    "--backend".into(),
+                    "torch".into(),
+                    "--guards".into(),
+                    "pattern,similarity".into(),
+                    "hello".into(),
+                ],
+                ok_codes: &[0],
+            });
+        }
         list
     }
 
-    /// Environment for runs of this set (the libtorch folder on the loader path for torch).
-    pub fn run_env(&self, layout: Option<&Layout>) -> Vec<(String, String)> {
-        match layout {
-            Some(layout) if self.needs.contains(&Component::Torch) => {
-                vec![(
-                    "LD_LIBRARY_PATH".into(),
-                    layout.home().join("libtorch/lib").display().to_string(),
-                )]
+    /// Environment for building this set: torch-sys needs `LIBTORCH`, and the CLI's build script
+    /// records `$LIBTORCH/lib` as the binary's run path.
+    pub fn build_env(&self, layout: Option<&Layout>) -> Vec<(String, String)> {
+        match layout.map(Layout::find_libtorch) {
+            Some(Ok(torch)) if self.needs.contains(&Component::Torch) => {
+                vec![("LIBTORCH".into(), torch.root.display().to_string())]
             }
             _ => Vec::new(),
         }
+    }
+
+    /// Environment for runs of this set. Empty for every set: the torch binaries find libtorch
+    /// through the run path recorded at build time (see `cli/build.rs`), and are measured as a
+    /// user runs them, without `LD_LIBRARY_PATH`.
+    pub fn run_env(&self, _layout: Option<&Layout>) -> Vec<(String, String)> {
+        Vec::new()
     }
 
     /// Absolute paths of the `dlopen`ed runtime libraries.
