@@ -67,6 +67,26 @@ pub fn gate(hir: &Hir) -> Option<Gate> {
     best.map(|(_, g)| g)
 }
 
+/// The pattern split around the first top-level piece whose literal prefixes are exactly `lits`
+/// (an inner gate): `(before, rest)`, so that a match through a gate hit at `p` is `before` ending
+/// at `p` followed by `rest` starting there. `None` when no piece has exactly these prefixes.
+pub fn split_at_gate(hir: &Hir, lits: &[Vec<u8>]) -> Option<(Hir, Hir)> {
+    let mut node = hir;
+    while let HirKind::Capture(c) = node.kind() {
+        node = &c.sub;
+    }
+    let HirKind::Concat(children) = node.kind() else {
+        return None;
+    };
+    let at = children
+        .iter()
+        .position(|c| literal_set(&fold_ascii_case(c)).as_deref() == Some(lits))?;
+    Some((
+        Hir::concat(children[..at].to_vec()),
+        Hir::concat(children[at..].to_vec()),
+    ))
+}
+
 /// Expected occurrences per text position of any literal of the set.
 fn set_cost(lits: &[Vec<u8>]) -> f64 {
     lits.iter().map(|l| literal_cost(l)).sum()
@@ -347,6 +367,18 @@ mod tests {
             panic!()
         };
         assert_eq!(a, vec![b"ignore".to_vec()]);
+    }
+
+    #[test]
+    fn inner_gated_patterns_split_at_the_gate_piece() {
+        let hir = parse(r"\b(?:the|a)\s+(?:system\s+prompt|hidden\s+instructions)").unwrap();
+        let Some(Gate::Inner(lits)) = gate(&hir) else {
+            panic!()
+        };
+        let (before, rest) = split_at_gate(&hir, &lits).unwrap();
+        assert!(before.properties().maximum_len().is_none());
+        assert_eq!(rest.properties().minimum_len(), Some("system prompt".len()));
+        assert!(split_at_gate(&hir, &[b"zzz".to_vec()]).is_none());
     }
 
     #[test]

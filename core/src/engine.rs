@@ -61,6 +61,10 @@ struct Pattern {
     /// Regex source as compiled (folded for the normalized view), or the escaped literal list.
     source: String,
     check: Check,
+    /// For `Check::Scan` with an inner gate: its literals, to split the pattern at the gate.
+    inner_gate: Option<Vec<Vec<u8>>>,
+    /// The pattern split at its inner gate, built on first use; `None` when it cannot be split.
+    split: OnceLock<Option<Split>>,
     /// Forward-only lazy DFA for anchored checks: the start is known, so no reverse pass.
     fwd: OnceLock<Option<hybrid::dfa::DFA>>,
     /// Full regex for scans, captures (validators) and as a fallback; built on first use.
@@ -103,6 +107,43 @@ impl Pattern {
         self.single()?.search(&input).map(|m| m.end())
     }
 
+    fn split(&self) -> Option<&Split> {
+        self.split
+            .get_or_init(|| {
+                let lits = self.inner_gate.as_ref()?;
+                let hir = crate::anchors::parse(&self.source).ok()?;
+                let (before, rest) = crate::anchors::split_at_gate(&hir, lits)?;
+                let longest = |hir: &regex_syntax::hir::Hir, reverse: bool| {
+                    let nfa = thompson::Compiler::new()
+                        .configure(
+                            thompson::Config::new()
+                                .reverse(reverse)
+                                .utf8(false)
+                                .which_captures(WhichCaptures::None),
+                        )
+                        .build_from_hir(hir)
+                        .ok()?;
+                    hybrid::dfa::Builder::new()
+                        .configure(
+                            hybrid::dfa::Config::new()
+                                .match_kind(MatchKind::All)
+                                .cache_capacity(SINGLE_CACHE_BYTES),
+                        )
+                        .build_from_nfa(nfa)
+                        .ok()
+                };
+                let before = match before.kind() {
+                    regex_syntax::hir::HirKind::Empty => None,
+                    _ => Some(longest(&before, true)?),
+                };
+                Some(Split {
+                    before,
+                    rest: longest(&rest, false)?,
+                })
+            })
+            .as_ref()
+    }
+
     fn single(&self) -> Option<&meta::Regex> {
         self.single
             .get_or_init(|| {
@@ -126,6 +167,43 @@ impl Pattern {
     }
 }
 
+/// An inner-gated pattern cut at its gate piece. Every match through a gate hit at `p` starts no
+/// earlier than the longest match of `before` ending at `p` and ends no later than the longest
+/// match of `rest` starting at `p`, so the pattern need only run where both exist, over that span.
+struct Split {
+    /// Reversed; `None` when the gate piece comes first.
+    before: Option<hybrid::dfa::DFA>,
+    rest: hybrid::dfa::DFA,
+}
+
+impl Split {
+    /// The span any match through the gate hit at `p` lies in; `Ok(None)` when there is none.
+    fn reach(
+        &self,
+        caches: &mut [Option<hybrid::dfa::Cache>; 2],
+        text: &[u8],
+        p: usize,
+    ) -> Result<Option<(usize, usize)>, regex_automata::MatchError> {
+        let start = match &self.before {
+            None => p,
+            Some(dfa) => {
+                let cache = caches[0].get_or_insert_with(|| dfa.create_cache());
+                let input = Input::new(text).range(..p).anchored(Anchored::Yes);
+                match dfa.try_search_rev(cache, &input)? {
+                    Some(hm) => hm.offset(),
+                    None => return Ok(None),
+                }
+            }
+        };
+        let cache = caches[1].get_or_insert_with(|| self.rest.create_cache());
+        let input = Input::new(text).range(p..).anchored(Anchored::Yes);
+        Ok(self
+            .rest
+            .try_search_fwd(cache, &input)?
+            .map(|hm| (start, hm.offset())))
+    }
+}
+
 /// A candidate match start: pattern `pattern` may match at `start` (anchor ends at `end`).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Candidate {
@@ -137,25 +215,28 @@ pub(crate) struct Candidate {
 /// Reusable per-scan buffers for one matcher.
 pub(crate) struct MatchScratch {
     candidates: Vec<Candidate>,
-    /// Bit per pattern: a `Check::Scan` pattern whose gate fired (it scans the view once, however
-    /// often its gate occurs).
-    scans: Vec<u64>,
+    /// Gate hits of `Check::Scan` patterns: (pattern, start).
+    scan_hits: Vec<(u32, u32)>,
+    /// Spans a scan pattern must run over, merged from its hits.
+    regions: Vec<(usize, usize)>,
     unanchored_hits: PatternSet,
     /// Lazy-DFA cache per pattern, created on the pattern's first anchored check in this thread.
     caches: Vec<Option<hybrid::dfa::Cache>>,
+    /// Caches of each pattern's split DFAs (before, rest).
+    split_caches: Vec<[Option<hybrid::dfa::Cache>; 2]>,
 }
 
 impl MatchScratch {
     fn clear(&mut self) {
         self.candidates.clear();
-        self.scans.fill(0);
+        self.scan_hits.clear();
     }
 
     #[inline]
     fn push(&mut self, target: u32, start: usize, end: usize) {
         let pattern = target & INDEX_MASK;
         if target & SCAN_BIT != 0 {
-            self.scans[(pattern / 64) as usize] |= 1 << (pattern % 64);
+            self.scan_hits.push((pattern, start as u32));
         } else {
             self.candidates.push(Candidate {
                 pattern,
@@ -475,9 +556,11 @@ impl Matcher {
         let patterns = self.patterns.len();
         move || MatchScratch {
             candidates: Vec::new(),
-            scans: vec![0; patterns.div_ceil(64)],
+            scan_hits: Vec::new(),
+            regions: Vec::new(),
             unanchored_hits: PatternSet::new(n),
             caches: (0..patterns).map(|_| None).collect(),
+            split_caches: (0..patterns).map(|_| [None, None]).collect(),
         }
     }
 }
@@ -536,11 +619,17 @@ impl RuleSet {
                     Some(Gate::Inner(l)) => (Check::Scan, Some(l)),
                     None => (Check::Scan, None),
                 };
+                let inner_gate = match check {
+                    Check::Scan => lits.clone(),
+                    _ => None,
+                };
                 anchors.push(lits);
                 patterns.push(Pattern {
                     rule: idx,
                     source,
                     check,
+                    inner_gate,
+                    split: OnceLock::new(),
                     fwd: OnceLock::new(),
                     single: OnceLock::new(),
                 });
@@ -574,6 +663,8 @@ impl RuleSet {
                     rule: idx,
                     source,
                     check: Check::Exact(exact),
+                    inner_gate: None,
+                    split: OnceLock::new(),
                     fwd: OnceLock::new(),
                     single: OnceLock::new(),
                 });
@@ -745,20 +836,40 @@ impl RuleSet {
         };
         let MatchScratch {
             candidates: cands,
-            scans,
+            scan_hits,
+            regions,
             caches,
+            split_caches,
             ..
         } = scratch;
-        for (w, &bits) in scans.iter().enumerate() {
-            let mut bits = bits;
-            while bits != 0 {
-                let i = w * 64 + bits.trailing_zeros() as usize;
-                bits &= bits - 1;
+        scan_hits.sort_unstable();
+        scan_hits.dedup();
+        for hits in scan_hits.chunk_by(|a, b| a.0 == b.0) {
+            let i = hits[0].0 as usize;
+            let pattern = &matcher.patterns[i];
+            let rule = &self.rules[pattern.rule];
+            regions.clear();
+            match pattern.split() {
+                Some(split) => {
+                    for &(_, p) in hits {
+                        match split.reach(&mut split_caches[i], text, p as usize) {
+                            Ok(Some(r)) => regions.push(r),
+                            Ok(None) => {}
+                            Err(_) => {
+                                regions.clear();
+                                regions.push((0, text.len()));
+                                break;
+                            }
+                        }
+                    }
+                    merge_regions(regions);
+                }
                 // The gate says the pattern may occur somewhere: scan the view once.
-                let pattern = &matcher.patterns[i];
-                let rule = &self.rules[pattern.rule];
-                scan_all(pattern, rule, text, |s, e| emit(out, pattern, s, e));
+                None => regions.push((0, text.len())),
             }
+            scan_regions(pattern, rule, text, regions, |s, e| {
+                emit(out, pattern, s, e)
+            });
         }
         if !cands.is_empty() {
             cands.sort_unstable();
@@ -821,27 +932,61 @@ impl RuleSet {
     }
 }
 
+/// Sort and merge overlapping or touching spans in place.
+fn merge_regions(regions: &mut Vec<(usize, usize)>) {
+    regions.sort_unstable();
+    let mut kept = 0;
+    for i in 0..regions.len() {
+        let (s, e) = regions[i];
+        if kept > 0 && s <= regions[kept - 1].1 {
+            regions[kept - 1].1 = regions[kept - 1].1.max(e);
+        } else {
+            regions[kept] = (s, e);
+            kept += 1;
+        }
+    }
+    regions.truncate(kept);
+}
+
 /// Every match of `pattern` in `text` (up to the per-pattern bound) that passes the rule's validator.
-fn scan_all(pattern: &Pattern, rule: &Rule, text: &[u8], mut emit: impl FnMut(usize, usize)) {
+fn scan_all(pattern: &Pattern, rule: &Rule, text: &[u8], emit: impl FnMut(usize, usize)) {
+    scan_regions(pattern, rule, text, &[(0, text.len())], emit);
+}
+
+/// The matches `scan_all` finds, searching only `regions` (sorted, disjoint): the same ones when
+/// every match lies inside a region.
+fn scan_regions(
+    pattern: &Pattern,
+    rule: &Rule,
+    text: &[u8],
+    regions: &[(usize, usize)],
+    mut emit: impl FnMut(usize, usize),
+) {
+    if regions.is_empty() {
+        return;
+    }
     let Some(re) = pattern.single() else {
         emit(0, text.len());
         return;
     };
     let mut count = 0;
     let mut at = 0;
-    while at < text.len() && count < MAX_MATCHES_PER_PATTERN {
-        let Some(m) = re.search(&Input::new(text).range(at..)) else {
-            break;
-        };
-        let span = match rule.validate {
-            None => Some(Span::new(m.start(), m.end())),
-            Some(_) => anchored_match(re, text, m.start(), rule.validate),
-        };
-        if let Some(span) = span {
-            emit(span.start, span.end);
-            count += 1;
+    for &(from, to) in regions {
+        at = at.max(from);
+        while at < to && count < MAX_MATCHES_PER_PATTERN {
+            let Some(m) = re.search(&Input::new(text).range(at..to)) else {
+                break;
+            };
+            let span = match rule.validate {
+                None => Some(Span::new(m.start(), m.end())),
+                Some(_) => anchored_match(re, text, m.start(), rule.validate),
+            };
+            if let Some(span) = span {
+                emit(span.start, span.end);
+                count += 1;
+            }
+            at = m.end().max(m.start() + 1);
         }
-        at = m.end().max(m.start() + 1);
     }
 }
 

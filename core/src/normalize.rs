@@ -30,9 +30,19 @@ pub(crate) fn normalize_into(src: &str, base: usize, out: &mut View) {
     out.text.reserve(src.len());
     out.spans.reserve(src.len());
     let mut word = WordState::default();
-    for (i, c) in src.char_indices() {
+    let bytes = src.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i].is_ascii() && word.confusables.is_empty() {
+            i = push_ascii_run(bytes, i, out, &mut word);
+            continue;
+        }
+        let Some(c) = src[i..].chars().next() else {
+            break;
+        };
         let from = i as u32;
-        let to = (i + c.len_utf8()) as u32;
+        i += c.len_utf8();
+        let to = i as u32;
         if c.is_ascii() {
             let lc = c.to_ascii_lowercase();
             if lc.is_ascii_alphanumeric() {
@@ -80,6 +90,30 @@ pub(crate) fn normalize_into(src: &str, base: usize, out: &mut View) {
         });
     }
     end_word(out, &mut word);
+}
+
+/// Copy the ASCII run of `bytes` at `from` lowercased, one span per byte, and return where it ends.
+/// Equivalent to the per-char loop while the current word holds no look-alike: then closing a word
+/// only resets its state, so only the run's last word matters.
+fn push_ascii_run(bytes: &[u8], from: usize, out: &mut View, word: &mut WordState) -> usize {
+    let end = bytes[from..]
+        .iter()
+        .position(|b| !b.is_ascii())
+        .map_or(bytes.len(), |n| from + n);
+    let run = &bytes[from..end];
+    let out_start = out.text.len();
+    out.text.extend(run.iter().map(u8::to_ascii_lowercase));
+    out.spans
+        .extend((from as u32..end as u32).map(|k| (k, k + 1)));
+    match run.iter().rposition(|b| !b.is_ascii_alphanumeric()) {
+        Some(last) => {
+            word.has_latin = run[last + 1..].iter().any(u8::is_ascii_alphabetic);
+            word.has_other_script = false;
+            word.start = out_start + last;
+        }
+        None => word.has_latin |= run.iter().any(u8::is_ascii_alphabetic),
+    }
+    end
 }
 
 /// Close the current word: fold its look-alikes if it mixes Latin with them, or consists only of them.
