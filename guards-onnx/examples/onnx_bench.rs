@@ -125,12 +125,24 @@ fn main() {
     .unwrap();
     let batch = tok.encode(&[prompt]).unwrap();
     let shape = [batch.rows as i64, batch.seq_len as i64];
+    let weights = featherguard_setup::Layout::discover()
+        .unwrap()
+        .find_minilm()
+        .unwrap()
+        .safetensors;
+    let header = featherguard_loader::SafeTensorsFile::open(&weights).unwrap();
+    let table = featherguard_onnx::export::WordTable::open(&weights, header.header()).unwrap();
     let mut run = || {
         let ids = TensorRef::from_array_view((shape, batch.input_ids.as_slice())).unwrap();
         let mask = TensorRef::from_array_view((shape, batch.attention_mask.as_slice())).unwrap();
+        // The bare run pays for the word-row reads too: they are part of what the model needs.
         let t = Instant::now();
+        let mut rows = Vec::new();
+        table.gather(&batch.input_ids, &mut rows).unwrap();
+        let shape3 = [shape[0], shape[1], table.hidden() as i64];
+        let words = TensorRef::from_array_view((shape3, rows.as_slice())).unwrap();
         let out = session
-            .run(ort::inputs!["input_ids" => ids, "attention_mask" => mask])
+            .run(ort::inputs!["input_ids" => ids, "attention_mask" => mask, "word_rows" => words])
             .unwrap();
         let ms = t.elapsed().as_secs_f64() * 1e3;
         drop(out);

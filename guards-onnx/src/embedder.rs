@@ -12,15 +12,17 @@ use ort::session::builder::GraphOptimizationLevel;
 use ort::session::{RunOptions, Session};
 use ort::value::TensorRef;
 
-use crate::export::{export_encoder, EncoderSpec, OUTPUT};
+use crate::export::{export_encoder, EncoderSpec, WordTable, OUTPUT, WORD_ROWS};
 use crate::mem::{trim_heap, Rss};
 use crate::runtime;
 
 /// Name the model reports in [`ModelId`].
 pub const MODEL_NAME: &str = "all-MiniLM-L6-v2";
 
-/// File name of the generated graph, written next to the weights it points into.
-pub const GRAPH_FILE: &str = "model.featherguard.onnx";
+/// File name of the generated graph, written next to the weights it points into. The name
+/// changes with the graph's inputs (`-rows`: word rows passed in), so binaries of different
+/// versions sharing one setup cache never overwrite each other's graph.
+pub const GRAPH_FILE: &str = "model.featherguard-rows.onnx";
 
 /// Where the model runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -112,6 +114,8 @@ struct Loaded {
     run_options: RunOptions,
     tokenizer: TextTokenizer,
     dim: usize,
+    /// Word-embedding rows for the fp32 graph (the int8 graph gathers its own).
+    words: Option<WordTable>,
 }
 
 #[derive(Default)]
@@ -256,13 +260,21 @@ impl OnnxEmbedder {
             return Ok(());
         }
         let files = self.files()?.clone();
+        crate::mem::bound_heap_retention();
         let before = Rss::now();
         let started = Instant::now();
         let library = runtime::locate(self.config.runtime.as_deref())?;
         let (_, env) = runtime::init(&library)?;
-        let (graph, output) = match self.config.precision {
-            Precision::Fp32 => (prepare_graph(&files.weights, self.config.spec)?, OUTPUT),
-            Precision::Int8 => (files.weights.clone(), INT8_OUTPUT),
+        let (graph, output, words) = match self.config.precision {
+            Precision::Fp32 => {
+                let header = SafeTensorsFile::open(&files.weights)
+                    .map_err(|e| models_missing("model weights", e.to_string()))?;
+                let words = WordTable::open(&files.weights, header.header())
+                    .map_err(|e| models_missing("model weights", e.to_string()))?;
+                let graph = prepare_graph(&files.weights, self.config.spec)?;
+                (graph, OUTPUT, Some(words))
+            }
+            Precision::Int8 => (files.weights.clone(), INT8_OUTPUT, None),
         };
         let (tokenizer, session) = std::thread::scope(|s| {
             let tok = s.spawn(|| TextTokenizer::from_file(&files.tokenizer, self.config.windows));
@@ -303,6 +315,7 @@ impl OnnxEmbedder {
             run_options,
             tokenizer,
             dim,
+            words,
         });
         slot.stats = Some(LoadStats {
             loaded: true,
@@ -391,10 +404,24 @@ impl OnnxEmbedder {
                 out,
             );
         }
+        let table = loaded
+            .words
+            .as_ref()
+            .ok_or_else(|| backend("fp32 graph loaded without its word table"))?;
+        let mut word_rows = Vec::new();
+        table
+            .gather(&batch.input_ids, &mut word_rows)
+            .map_err(backend)?;
+        let shape3 = [
+            batch.rows as i64,
+            batch.seq_len as i64,
+            table.hidden() as i64,
+        ];
+        let words = TensorRef::from_array_view((shape3, word_rows.as_slice())).map_err(backend)?;
         let outputs = loaded
             .session
             .run_with_options(
-                ort::inputs!["input_ids" => ids, "attention_mask" => mask],
+                ort::inputs!["input_ids" => ids, "attention_mask" => mask, WORD_ROWS => words],
                 &loaded.run_options,
             )
             .map_err(backend)?;

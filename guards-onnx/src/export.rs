@@ -2,7 +2,11 @@
 //! pointing straight into the safetensors file (offset = 8 + header length + tensor offset).
 //!
 //! No weight is copied or transposed: linear layers are `Gemm(transB=1)` over the `[out, in]`
-//! matrices as PyTorch stores them. ONNX Runtime then maps the weights from the same file the
+//! matrices as PyTorch stores them. The word-embedding table is the exception: it is not in the
+//! graph at all. The caller passes the rows of a batch's tokens as the input [`WORD_ROWS`], read
+//! from the file with positioned reads ([`WordTable`]): a mapped table becomes resident one page
+//! per token ever seen (up to its 47 MB in a long-running process), read rows stay in the page
+//! cache, outside the process's RSS. ONNX Runtime then maps the weights from the same file the
 //! torch backend maps, and the graph file itself is a few tens of KB. The graph ends in masked
 //! mean pooling (`[batch, hidden]`); L2 normalization is left to the caller.
 
@@ -103,6 +107,18 @@ pub fn export_encoder(
     graph.msg(11, &value_info("input_ids", Elem::I64, &bs));
     graph.msg(11, &value_info("attention_mask", Elem::I64, &bs));
     graph.msg(
+        11,
+        &value_info(
+            WORD_ROWS,
+            Elem::F32,
+            &[
+                Dim::Named("batch"),
+                Dim::Named("seq"),
+                Dim::Fixed(shape.hidden as i64),
+            ],
+        ),
+    );
+    graph.msg(
         12,
         &value_info(
             &out,
@@ -127,6 +143,75 @@ pub fn export_encoder(
 
 /// Name of the graph output: masked mean of the last hidden states, `[batch, hidden]`.
 pub const OUTPUT: &str = "mean_pooled";
+
+/// Name of the graph input holding each token's word-embedding row, `[batch, seq, hidden]`.
+pub const WORD_ROWS: &str = "word_rows";
+
+/// Tensor of the word-embedding table in the checkpoint.
+const WORD_TABLE: &str = "embeddings.word_embeddings.weight";
+
+/// The word-embedding table of a checkpoint, read row by row with positioned reads (`pread`): no
+/// mapping, so rows are never resident in this process (they stay in the kernel's page cache).
+#[derive(Debug)]
+pub struct WordTable {
+    file: std::fs::File,
+    /// File offset of row 0.
+    offset: u64,
+    vocab: usize,
+    hidden: usize,
+}
+
+impl WordTable {
+    /// The table of the checkpoint at `path` whose parsed header is `header`.
+    pub fn open(path: &Path, header: &Header) -> std::io::Result<WordTable> {
+        let invalid = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidData, m);
+        let t = header
+            .get(WORD_TABLE)
+            .ok_or_else(|| invalid(format!("{}: no {WORD_TABLE}", path.display())))?;
+        if t.dtype != Dtype::F32 || t.shape.len() != 2 {
+            return Err(invalid(format!(
+                "{}: {WORD_TABLE} is not a 2-d f32 tensor",
+                path.display()
+            )));
+        }
+        Ok(WordTable {
+            file: std::fs::File::open(path)?,
+            offset: (header.data_start() + t.data_offsets.0) as u64,
+            vocab: t.shape[0],
+            hidden: t.shape[1],
+        })
+    }
+
+    pub fn hidden(&self) -> usize {
+        self.hidden
+    }
+
+    /// Appends the row of every id to `out` (`ids.len() * hidden` values).
+    pub fn gather(&self, ids: &[i64], out: &mut Vec<f32>) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let row_bytes = self.hidden * 4;
+        let mut buf = vec![0u8; row_bytes];
+        out.reserve(ids.len() * self.hidden);
+        for &id in ids {
+            let row = usize::try_from(id)
+                .ok()
+                .filter(|&r| r < self.vocab)
+                .ok_or_else(|| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        format!("token id {id} outside the vocabulary of {}", self.vocab),
+                    )
+                })?;
+            self.file
+                .read_exact_at(&mut buf, self.offset + (row * row_bytes) as u64)?;
+            out.extend(
+                buf.chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+            );
+        }
+        Ok(())
+    }
+}
 
 fn read_shape(h: &Header, problems: &mut Vec<String>) -> Option<EncoderShape> {
     let dims = |name: &str| h.get(name).map(|t| t.shape.clone());
@@ -336,8 +421,8 @@ impl Graph<'_> {
         let flat = self.const_i64("flat", &[2], &[-1, h]);
 
         // Embeddings: word + position + token type 0, then LayerNorm; rows flattened to [B*S, H].
-        let we = self.weight("embeddings.word_embeddings.weight");
-        let words = self.op("Gather", &[&we, "input_ids"], &[], "words");
+        // Word rows come in as an input (see `WordTable`), not as a Gather over a mapped table.
+        let words = WORD_ROWS.to_string();
         let pe = self.weight("embeddings.position_embeddings.weight");
         let pos = self.op("Gather", &[&pe, &positions], &[], "posemb");
         let te = self.weight("embeddings.token_type_embeddings.weight");

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Rust ONNX embedder vs Python onnxruntime + tokenizers on the same graph, in the same run.
 
-Both sides: the graph featherguard generates (model.featherguard.onnx, weights mapped from
-model.safetensors), 1 intra-op thread, spinning off, batches of 32 padded to their longest text.
+Both sides: the graph featherguard generates (model.featherguard-rows.onnx, weights mapped from
+model.safetensors, word-embedding rows passed in as the `word_rows` input), 1 intra-op thread, spinning off, batches of 32 padded to their longest text.
 Also measures process start to first semantic verdict of the CLI.
 
 usage: target/onnx-venv/bin/python scripts/onnx/bench.py [--threads N]
@@ -44,7 +44,13 @@ def python_side(texts, threads):
     so.inter_op_num_threads = 1
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     so.enable_mem_pattern = False
-    sess = ort.InferenceSession(str(MODEL / "model.featherguard.onnx"), so, providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(str(MODEL / "model.featherguard-rows.onnx"), so, providers=["CPUExecutionProvider"])
+    # The word-embedding table, read from model.safetensors (the graph takes the rows as input).
+    raw = open(MODEL / "model.safetensors", "rb").read()
+    n = int.from_bytes(raw[:8], "little")
+    meta = json.loads(raw[8:8 + n])["embeddings.word_embeddings.weight"]
+    a, b = meta["data_offsets"]
+    table = np.frombuffer(raw, dtype="<f4", count=(b - a) // 4, offset=8 + n + a).reshape(meta["shape"])
     tok = Tokenizer.from_file(str(MODEL / "tokenizer.json"))
     tok.no_truncation()
     tok.enable_padding()
@@ -53,7 +59,7 @@ def python_side(texts, threads):
         enc = tok.encode_batch(batch)
         ids = np.array([e.ids for e in enc], dtype=np.int64)
         mask = np.array([e.attention_mask for e in enc], dtype=np.int64)
-        v = sess.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+        v = sess.run(None, {"input_ids": ids, "attention_mask": mask, "word_rows": table[ids]})[0]
         return v / np.linalg.norm(v, axis=1, keepdims=True)
 
     for _ in range(20):
