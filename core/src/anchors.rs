@@ -43,7 +43,7 @@ pub fn parse(pattern: &str) -> Result<Hir, String> {
 
 /// Inner gates cost a scan of the whole view when they fire, prefix gates one anchored attempt:
 /// an inner gate must be this much rarer to be chosen.
-const INNER_PENALTY: f64 = 10.0;
+const INNER_PENALTY: f64 = 3.0;
 
 /// The most selective gate of a parsed pattern, or `None` when no finite literal set is required
 /// (the pattern then runs over every text). Candidates are the literal prefixes of the pattern and

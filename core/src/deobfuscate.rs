@@ -72,58 +72,107 @@ fn fold_leet(src: &[u8], tmp: &mut Vec<u8>) -> bool {
     changed
 }
 
-const LETTER: u8 = 1;
-const LEET: u8 = 2;
-const SPACER: u8 = 4;
-const ALNUM: u8 = 8;
+/// Byte classes of the pre-check: other, spacer, letter, leet digit, other alnum, leet punctuation.
+const OTHER: u8 = 0;
+const SPACER: u8 = 1;
+const LETTER: u8 = 2;
+const LEET_DIGIT: u8 = 3;
+const ALNUM: u8 = 4;
+const LEET_MARK: u8 = 5;
+const CLASS_COUNT: usize = 8;
 
-/// Byte classes for the pre-check, one table lookup per byte.
 static CLASSES: [u8; 256] = {
-    let mut t = [0u8; 256];
+    let mut t = [OTHER; 256];
     let mut b = 0;
     while b < 256 {
         let c = b as u8;
-        let mut k = 0;
-        if c.is_ascii_lowercase() {
-            k |= LETTER;
-        }
-        if leet(c).is_some() {
-            k |= LEET;
-        }
-        if is_spacer(c) {
-            k |= SPACER;
-        }
-        if c.is_ascii_alphanumeric() {
-            k |= ALNUM;
-        }
-        t[b] = k;
+        t[b] = if c.is_ascii_lowercase() {
+            LETTER
+        } else if is_spacer(c) {
+            SPACER
+        } else if leet(c).is_some() {
+            if c.is_ascii_digit() {
+                LEET_DIGIT
+            } else {
+                LEET_MARK
+            }
+        } else if c.is_ascii_alphanumeric() {
+            ALNUM
+        } else {
+            OTHER
+        };
         b += 1;
     }
     t
 };
 
+/// States of the pre-check automaton: the class of the previous byte, and for a letter or spacer
+/// how far a spaced pair (`non-alnum, letter, spacer, letter, non-alnum`) has got.
+const S_OTHER: u8 = 0;
+const S_SPACER: u8 = 1;
+const S_LETTER: u8 = 2;
+const S_LEET_DIGIT: u8 = 3;
+const S_ALNUM: u8 = 4;
+const S_LEET_MARK: u8 = 5;
+/// A letter after a non-alnum byte.
+const S_LONE: u8 = 6;
+/// A spacer after such a letter.
+const S_LONE_SPACER: u8 = 7;
+/// A letter after that spacer: a following non-alnum byte (or the end) completes the pair.
+const S_PAIR: u8 = 8;
+const FOUND: u8 = 9;
+
+static STEP: [u8; 10 * CLASS_COUNT] = {
+    let mut t = [FOUND; 10 * CLASS_COUNT];
+    let mut state = 0;
+    while state < FOUND as usize {
+        let s = state as u8;
+        let prev_letter = matches!(s, S_LETTER | S_LONE | S_PAIR);
+        let prev_leet = matches!(s, S_LEET_DIGIT | S_LEET_MARK);
+        let prev_non_alnum = matches!(s, S_OTHER | S_SPACER | S_LEET_MARK | S_LONE_SPACER);
+        let mut class = 0;
+        while class < 6 {
+            let c = class as u8;
+            let c_leet = matches!(c, LEET_DIGIT | LEET_MARK);
+            let c_non_alnum = matches!(c, OTHER | SPACER | LEET_MARK);
+            let next = if (prev_leet && c == LETTER)
+                || (prev_letter && c_leet)
+                || (s == S_PAIR && c_non_alnum)
+            {
+                FOUND
+            } else {
+                match c {
+                    SPACER if matches!(s, S_LONE | S_PAIR) => S_LONE_SPACER,
+                    SPACER => S_SPACER,
+                    LETTER if s == S_LONE_SPACER => S_PAIR,
+                    LETTER if prev_non_alnum => S_LONE,
+                    LETTER => S_LETTER,
+                    LEET_DIGIT => S_LEET_DIGIT,
+                    ALNUM => S_ALNUM,
+                    LEET_MARK => S_LEET_MARK,
+                    _ => S_OTHER,
+                }
+            };
+            t[state * CLASS_COUNT + class] = next;
+            class += 1;
+        }
+        state += 1;
+    }
+    t
+};
+
 /// Cheap pre-check: a leet character next to a letter, or a lone letter followed by a spacer and a
-/// letter. Ordinary prose fails it and skips the deobfuscated view entirely.
+/// letter. Ordinary prose fails it and skips the deobfuscated view entirely. A small automaton
+/// over byte classes: one table step per byte.
 fn may_be_obfuscated(t: &[u8]) -> bool {
-    let class = |i: usize| t.get(i).map_or(0, |&b| CLASSES[usize::from(b)]);
-    let mut prev = 0;
-    let mut a = class(0);
-    for i in 0..t.len().saturating_sub(1) {
-        let b = CLASSES[usize::from(t[i + 1])];
-        let leet_pair = (a & LEET != 0 && b & LETTER != 0) || (a & LETTER != 0 && b & LEET != 0);
-        if leet_pair
-            || (a & LETTER != 0
-                && b & SPACER != 0
-                && prev & ALNUM == 0
-                && class(i + 2) & LETTER != 0
-                && class(i + 3) & ALNUM == 0)
-        {
+    let mut state = S_OTHER;
+    for &b in t {
+        state = STEP[usize::from(state) * CLASS_COUNT + usize::from(CLASSES[usize::from(b)])];
+        if state == FOUND {
             return true;
         }
-        prev = a;
-        a = b;
     }
-    false
+    state == S_PAIR
 }
 
 /// Build the deobfuscated view of `folded` into `out` (using `tmp` as scratch).
@@ -220,6 +269,58 @@ mod tests {
         assert_eq!(deob("1gn0r3 4ll pr3v10us").unwrap(), "ignore all previous");
         assert_eq!(deob("Ignore this!").as_deref(), None);
         assert_eq!(deob("In 2024 we sold 300 units."), None);
+    }
+
+    #[test]
+    fn pre_check_agrees_with_its_definition() {
+        // The definition, pair by pair, that the shift-register pre-check must agree with.
+        fn reference(t: &[u8]) -> bool {
+            t.windows(2).enumerate().any(|(i, w)| {
+                let (a, b) = (w[0], w[1]);
+                (leet(a).is_some() && is_letter(b))
+                    || (is_letter(a) && leet(b).is_some())
+                    || (is_letter(a)
+                        && is_spacer(b)
+                        && (i == 0 || !t[i - 1].is_ascii_alphanumeric())
+                        && t.get(i + 2).copied().is_some_and(is_letter)
+                        && !t
+                            .get(i + 3)
+                            .copied()
+                            .is_some_and(|c| c.is_ascii_alphanumeric()))
+            })
+        }
+        let alphabet = b"ab1 .-x@Z9_,2!";
+        let mut seed = 7u64;
+        let mut next = |n: usize| {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) as usize % n
+        };
+        for _ in 0..50_000 {
+            let len = next(12);
+            let t: Vec<u8> = (0..len).map(|_| alphabet[next(alphabet.len())]).collect();
+            assert_eq!(
+                may_be_obfuscated(&t),
+                reference(&t),
+                "{:?}",
+                String::from_utf8_lossy(&t)
+            );
+        }
+        for s in [
+            "a b c d",
+            "x a.b y",
+            "a b",
+            "say 1gn0r3",
+            "in 2024",
+            "i g n o r e",
+        ] {
+            assert_eq!(
+                may_be_obfuscated(s.as_bytes()),
+                reference(s.as_bytes()),
+                "{s}"
+            );
+        }
     }
 
     #[test]

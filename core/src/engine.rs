@@ -204,19 +204,36 @@ impl Split {
     }
 }
 
-/// A candidate match start: pattern `pattern` may match at `start` (anchor ends at `end`).
+/// A candidate match start: a pattern may match where its gate literal starts. Packed into one
+/// integer (pattern, start, literal length from high to low bits) so sorting thousands of them per
+/// window compares integers.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct Candidate {
-    pattern: u32,
-    start: u32,
-    end: u32,
+struct Candidate(u64);
+
+impl Candidate {
+    fn new(pattern: u32, start: usize, end: usize) -> Candidate {
+        let len = (end - start).min(0xff) as u64;
+        Candidate(u64::from(pattern) << 40 | (start as u64) << 8 | len)
+    }
+
+    fn pattern(self) -> u32 {
+        (self.0 >> 40) as u32
+    }
+
+    fn start(self) -> usize {
+        (self.0 >> 8) as u32 as usize
+    }
+
+    fn end(self) -> usize {
+        self.start() + (self.0 & 0xff) as usize
+    }
 }
 
 /// Reusable per-scan buffers for one matcher.
 pub(crate) struct MatchScratch {
     candidates: Vec<Candidate>,
-    /// Gate hits of `Check::Scan` patterns: (pattern, start).
-    scan_hits: Vec<(u32, u32)>,
+    /// Gate hits of `Check::Scan` patterns: pattern in the high half, start in the low half.
+    scan_hits: Vec<u64>,
     /// Spans a scan pattern must run over, merged from its hits.
     regions: Vec<(usize, usize)>,
     unanchored_hits: PatternSet,
@@ -236,13 +253,9 @@ impl MatchScratch {
     fn push(&mut self, target: u32, start: usize, end: usize) {
         let pattern = target & INDEX_MASK;
         if target & SCAN_BIT != 0 {
-            self.scan_hits.push((pattern, start as u32));
+            self.scan_hits.push(u64::from(pattern) << 32 | start as u64);
         } else {
-            self.candidates.push(Candidate {
-                pattern,
-                start: start as u32,
-                end: end as u32,
-            });
+            self.candidates.push(Candidate::new(pattern, start, end));
         }
     }
 }
@@ -353,14 +366,7 @@ impl AsciiGates {
         };
         let mut at = 0;
         loop {
-            // The hot loop keeps few values live so they stay in registers.
-            while at < text.len() {
-                sid = dfa.next_state(aho_corasick::Anchored::No, sid, text[at]);
-                at += 1;
-                if dfa.is_special(sid) {
-                    break;
-                }
-            }
+            (at, sid) = next_match_state(dfa, text, at, sid);
             if !dfa.is_special(sid) {
                 return;
             }
@@ -392,6 +398,27 @@ impl AsciiGates {
             }
         }
     }
+}
+
+/// Walks `text` from `at` until the DFA enters a match state; returns where, and the state (not a
+/// match state when the text ran out). Not inlined: on its own the loop keeps its few values in
+/// registers, which halves its instructions per byte.
+#[inline(never)]
+fn next_match_state(
+    dfa: &aho_corasick::dfa::DFA,
+    text: &[u8],
+    mut at: usize,
+    mut sid: aho_corasick::automaton::StateID,
+) -> (usize, aho_corasick::automaton::StateID) {
+    use aho_corasick::automaton::Automaton;
+    while let Some(&b) = text.get(at) {
+        sid = dfa.next_state(aho_corasick::Anchored::No, sid, b);
+        at += 1;
+        if dfa.is_special(sid) {
+            break;
+        }
+    }
+    (at, sid)
 }
 
 /// The non-ASCII gate literals of one matcher (CJK, Cyrillic, invisible characters...) in a
@@ -844,15 +871,15 @@ impl RuleSet {
         } = scratch;
         scan_hits.sort_unstable();
         scan_hits.dedup();
-        for hits in scan_hits.chunk_by(|a, b| a.0 == b.0) {
-            let i = hits[0].0 as usize;
+        for hits in scan_hits.chunk_by(|a, b| a >> 32 == b >> 32) {
+            let i = (hits[0] >> 32) as usize;
             let pattern = &matcher.patterns[i];
             let rule = &self.rules[pattern.rule];
             regions.clear();
             match pattern.split() {
                 Some(split) => {
-                    for &(_, p) in hits {
-                        match split.reach(&mut split_caches[i], text, p as usize) {
+                    for &hit in hits {
+                        match split.reach(&mut split_caches[i], text, hit as u32 as usize) {
                             Ok(Some(r)) => regions.push(r),
                             Ok(None) => {}
                             Err(_) => {
@@ -876,17 +903,17 @@ impl RuleSet {
             let mut current = u32::MAX;
             let mut last_end = 0usize;
             let mut count = 0usize;
-            for c in cands.iter() {
-                if c.pattern != current {
-                    current = c.pattern;
+            for &c in cands.iter() {
+                if c.pattern() != current {
+                    current = c.pattern();
                     last_end = 0;
                     count = 0;
                 }
-                let start = c.start as usize;
+                let start = c.start();
                 if start < last_end || count >= MAX_MATCHES_PER_PATTERN {
                     continue;
                 }
-                let pattern = &matcher.patterns[c.pattern as usize];
+                let pattern = &matcher.patterns[c.pattern() as usize];
                 let rule = &self.rules[pattern.rule];
                 let found = match &pattern.check {
                     Check::Exact(lits) => {
@@ -902,12 +929,12 @@ impl RuleSet {
                             })
                     }
                     Check::Anchored if rule.validate.is_none() => pattern
-                        .anchored_end(&mut caches[c.pattern as usize], text, start)
+                        .anchored_end(&mut caches[c.pattern() as usize], text, start)
                         .map(|end| Span::new(start, end)),
                     Check::Anchored => match pattern.single() {
                         Some(re) => anchored_match(re, text, start, rule.validate),
                         // Unreachable for patterns that parsed; still reported, at the gate.
-                        None => Some(Span::new(start, c.end as usize)),
+                        None => Some(Span::new(start, c.end())),
                     },
                     // Scan patterns are never candidates (see `MatchScratch::push`).
                     Check::Scan => None,

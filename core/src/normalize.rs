@@ -65,7 +65,9 @@ pub(crate) fn normalize_into(src: &str, base: usize, out: &mut View) {
             }
             continue;
         }
-        if keep_whole(c) {
+        // CJK unified ideographs are letters without decomposition or case: the same result as
+        // the tables below, without the lookups.
+        if keep_whole(c) || ('\u{4E00}'..='\u{9FFF}').contains(&c) {
             word.has_other_script = true;
             out.push_char(c, from, to);
             continue;
