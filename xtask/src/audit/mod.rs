@@ -38,6 +38,17 @@ pub struct ScenarioResult {
     peak_rss_kib: Summary,
 }
 
+/// One stage of `featherguard diag memory`: the process's own `/proc/self/status` figures after
+/// that stage, median over the runs (KiB).
+pub struct StageResult {
+    name: String,
+    note: Option<String>,
+    rss_kib: f64,
+    hwm_kib: f64,
+    anon_kib: f64,
+    file_kib: f64,
+}
+
 /// Everything measured for an audited set.
 pub struct Measured {
     binary: PathBuf,
@@ -46,6 +57,10 @@ pub struct Measured {
     crates_linked: usize,
     libs: Vec<SharedLib>,
     scenarios: Vec<ScenarioResult>,
+    /// The step-by-step memory profile (empty if the binary has no `diag memory`).
+    stages: Vec<StageResult>,
+    /// The `diag memory` command line the stages come from.
+    diag_args: Vec<String>,
 }
 
 /// One row group of the report.
@@ -71,6 +86,9 @@ impl Measured {
                 s.peak_rss_kib.median * 1024.0 / 1e6,
             );
             m.insert(format!("{}_wall_ms", s.scenario.name), s.wall_ms.median);
+        }
+        for s in &self.stages {
+            m.insert(format!("stage_{}_rss_mb", s.name), s.rss_kib * 1024.0 / 1e6);
         }
         m
     }
@@ -123,6 +141,12 @@ pub fn run(mut args: Args) -> Result<ExitCode> {
     let prompts_file = audit_dir.join("prompts-1000.txt");
     fs::write(&prompts_file, prompts::generate(1000))
         .with_context(|| format!("write {}", prompts_file.display()))?;
+    let varied_file = audit_dir.join("varied-1000.txt");
+    fs::write(
+        &varied_file,
+        prompts::varied(&ws.root.join("semantic/data/default-corpus.jsonl"), 1000)?,
+    )
+    .with_context(|| format!("write {}", varied_file.display()))?;
 
     let mut reports = Vec::new();
     for set in SETS
@@ -138,7 +162,7 @@ pub fn run(mut args: Args) -> Result<ExitCode> {
                 &ws,
                 set,
                 layout.as_ref(),
-                &prompts_file,
+                (&prompts_file, &varied_file),
                 opts.runs,
                 &audit_dir,
             )?),
@@ -238,7 +262,7 @@ fn audit_set(
     ws: &Workspace,
     set: &'static FeatureSet,
     layout: Option<&Layout>,
-    prompts_file: &Path,
+    (prompts_file, varied_file): (&Path, &Path),
     runs: usize,
     audit_dir: &Path,
 ) -> Result<Measured> {
@@ -249,7 +273,7 @@ fn audit_set(
     let env = set.run_env(layout);
     let libs = build::shared_libs(&binary, &set.dlopen_paths(layout), &env)?;
     let mut scenarios = Vec::new();
-    for scenario in set.scenarios(prompts_file) {
+    for scenario in set.scenarios(prompts_file, varied_file) {
         eprintln!(
             "audit: {} {} ({runs} runs + 1 warm-up)",
             set.name, scenario.name
@@ -298,6 +322,9 @@ fn audit_set(
             peak_rss_kib,
         });
     }
+    let diag_args = set.diag_args(prompts_file, varied_file);
+    eprintln!("audit: {} memory stages ({runs} runs)", set.name);
+    let stages = memory_stages(&binary, &diag_args, &env, runs)?;
     Ok(Measured {
         binary,
         binary_bytes,
@@ -305,5 +332,57 @@ fn audit_set(
         crates_linked,
         libs,
         scenarios,
+        stages,
+        diag_args,
     })
+}
+
+/// Runs `featherguard diag memory` `runs` times and takes each stage's median figures.
+fn memory_stages(
+    binary: &Path,
+    args: &[String],
+    env: &[(String, String)],
+    runs: usize,
+) -> Result<Vec<StageResult>> {
+    let mut per_run: Vec<Vec<serde_json::Value>> = Vec::new();
+    for _ in 0..runs {
+        let out = Command::new(binary)
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .with_context(|| format!("run {} {args:?}", binary.display()))?;
+        if !out.status.success() {
+            bail!(
+                "{} {args:?} failed ({}):\n{}",
+                binary.display(),
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .with_context(|| format!("{} {args:?}: output is not JSON", binary.display()))?;
+        per_run.push(v["stages"].as_array().cloned().unwrap_or_default());
+    }
+    let Some(first) = per_run.first() else {
+        return Ok(Vec::new());
+    };
+    let median = |i: usize, field: &str| {
+        let v: Vec<f64> = per_run
+            .iter()
+            .filter_map(|r| r.get(i).and_then(|s| s[field].as_f64()))
+            .collect();
+        measure::summarize(&v).map_or(0.0, |s| s.median)
+    };
+    Ok(first
+        .iter()
+        .enumerate()
+        .map(|(i, s)| StageResult {
+            name: s["stage"].as_str().unwrap_or("?").to_string(),
+            note: s["note"].as_str().map(str::to_string),
+            rss_kib: median(i, "rss_kib"),
+            hwm_kib: median(i, "hwm_kib"),
+            anon_kib: median(i, "anon_kib"),
+            file_kib: median(i, "file_kib"),
+        })
+        .collect())
 }

@@ -59,6 +59,26 @@ pub fn generate(n: usize) -> String {
     out
 }
 
+/// `n` texts of the repository's default corpus (`semantic/data/default-corpus.jsonl`), one per
+/// line: real prompts with a wide vocabulary, which is what makes a model's memory grow (a few
+/// sentences repeated touch the same token rows and buffers every time).
+pub fn varied(corpus: &std::path::Path, n: usize) -> anyhow::Result<String> {
+    use anyhow::Context;
+    let text =
+        std::fs::read_to_string(corpus).with_context(|| format!("read {}", corpus.display()))?;
+    let mut out = String::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()).take(n) {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .with_context(|| format!("{}: invalid JSON line", corpus.display()))?;
+        let t = v["text"].as_str().unwrap_or("").replace(['\n', '\r'], " ");
+        if !t.trim().is_empty() {
+            out.push_str(t.trim());
+            out.push('\n');
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

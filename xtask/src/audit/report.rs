@@ -45,6 +45,11 @@ pub fn json(reports: &[SetReport], runs: usize) -> Value {
                     "runs": s.runs.iter().map(|r| json!({"wall_ms": r.wall_ms, "peak_rss_kib": r.peak_rss_kib}))
                         .collect::<Vec<_>>(),
                 })).collect::<Vec<_>>(),
+                "stages_command": m.diag_args,
+                "stages": m.stages.iter().map(|s| json!({
+                    "name": s.name, "note": s.note, "rss_kib": s.rss_kib, "hwm_kib": s.hwm_kib,
+                    "anon_kib": s.anon_kib, "file_kib": s.file_kib,
+                })).collect::<Vec<_>>(),
                 "metrics": m.metrics(),
             }),
         })
@@ -127,6 +132,38 @@ pub fn markdown(reports: &[SetReport], runs: usize) -> String {
                 s.scenario.label,
                 spread(&s.peak_rss_kib, 1024.0 / 1e6, 2),
                 spread(&s.wall_ms, 1.0, 1)
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\nMemory by stage, as the process reports it (`featherguard diag memory`, \
+         `/proc/self/status`), median of {runs} runs; anon = heap and copies, file = mapped code \
+         and model files (reclaimable):\n"
+    );
+    let _ = writeln!(
+        out,
+        "| set | stage | RSS MB | peak MB | anon MB | file MB |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|");
+    for r in reports {
+        let Ok(m) = &r.outcome else { continue };
+        for s in &m.stages {
+            let note = s
+                .note
+                .as_ref()
+                .map(|n| format!(" ({n})"))
+                .unwrap_or_default();
+            let mbk = |k: f64| mb(k * 1024.0);
+            let _ = writeln!(
+                out,
+                "| {} | {}{note} | {} | {} | {} | {} |",
+                r.set.name,
+                s.name,
+                mbk(s.rss_kib),
+                mbk(s.hwm_kib),
+                mbk(s.anon_kib),
+                mbk(s.file_kib)
             );
         }
     }

@@ -64,8 +64,25 @@ pub const SETS: &[FeatureSet] = &[
 ];
 
 impl FeatureSet {
-    /// The measured command lines; `prompts` is the 1,000-line input file.
-    pub fn scenarios(&self, prompts: &Path) -> Vec<Scenario> {
+    /// Arguments of `featherguard diag memory` for this set: the pattern guard alone for builds
+    /// without a model, pattern + similarity over `varied` prompts (with unload and reload) for
+    /// the ML sets.
+    pub fn diag_args(&self, prompts: &Path, varied: &Path) -> Vec<String> {
+        let mut args: Vec<String> = ["diag", "memory", "--format", "json"]
+            .map(String::from)
+            .to_vec();
+        if self.needs.contains(&Component::Onnx) {
+            args.extend(["--guards".into(), "pattern,similarity".into()]);
+            args.extend(["--prompts".into(), varied.display().to_string()]);
+        } else {
+            args.extend(["--prompts".into(), prompts.display().to_string()]);
+        }
+        args
+    }
+
+    /// The measured command lines; `prompts` is the 1,000-line input file, `varied` 1,000 texts
+    /// of the default corpus.
+    pub fn scenarios(&self, prompts: &Path, varied: &Path) -> Vec<Scenario> {
         // Backend issues push their scenarios (first semantic scan, after idle unload) for their
         // set names after these three.
         let mut list = vec![
@@ -104,6 +121,19 @@ impl FeatureSet {
                     "hello".into(),
                 ],
                 ok_codes: &[0],
+            });
+            // Steady state: the model's memory after many prompts with a wide vocabulary.
+            list.push(Scenario {
+                name: "semantic_1000",
+                label: "1,000 varied corpus texts, pattern + similarity (`scan --input`)",
+                args: vec![
+                    "scan".into(),
+                    "--guards".into(),
+                    "pattern,similarity".into(),
+                    "--input".into(),
+                    varied.display().to_string(),
+                ],
+                ok_codes: &[0, 1],
             });
         }
         if self.needs.contains(&Component::Torch) {
