@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Load test of `featherguard serve --guards pattern,similarity` on loopback, bounded in time (about
+# 1.5 minutes with the defaults), then the idle-unload check:
+#   1. closed loop at concurrency 1, 8 and 64 with the ONNX similarity guard on every request
+#      (cascade = always): throughput, p50/p99 latency, server RSS after each;
+#   2. idle unload: RSS before the model was ever loaded (server warmed with pattern-only scans),
+#      with the model loaded, and after `idle_unload_secs` of quiet, read from /proc/PID/status by
+#      this script; then one request must reload the guard (loads = 2 in /v1/guards).
+# Needs the ONNX runtime and model (`cargo xtask setup --only onnx,models`).
+# Results: one JSON line per phase in $OUT/results.jsonl and a table on stdout.
+# Usage: scripts/server/load_ml.sh [extra `featherguard serve` arguments]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}"
+PORT="${PORT:-18182}"
+DUR="${DUR:-8}"
+IDLE="${IDLE:-3}"
+OUT="${OUT:-$CARGO_TARGET_DIR/serve-load-ml}"
+mkdir -p "$OUT"
+: > "$OUT/results.jsonl"
+
+cargo build --release -q -p featherguard-cli --features server,onnx
+cargo build --release -q -p featherguard-server --example loadgen
+BIN="$CARGO_TARGET_DIR/release/featherguard"
+LG="$CARGO_TARGET_DIR/release/examples/loadgen"
+
+CONFIG="$OUT/config.toml"
+cat > "$CONFIG" <<EOF
+[heavy]
+cascade = "always"
+idle_unload_secs = $IDLE
+EOF
+
+"$BIN" --config "$CONFIG" serve --listen "127.0.0.1:$PORT" --guards pattern,similarity "$@" 2> "$OUT/server.log" &
+PID=$!
+trap 'kill -TERM $PID 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do
+  curl -sf "http://127.0.0.1:$PORT/healthz" > /dev/null && break
+  sleep 0.1
+done
+
+field() { awk -v f="$1:" '$1 == f {print $2 * 1024}' "/proc/$PID/status"; }
+slot() { curl -s "http://127.0.0.1:$PORT/v1/guards" | jq -c '.slots[0] | {state, loads, unloads, load_ms, rss_delta_bytes, rss_freed_bytes}'; }
+
+phase() { # name, loadgen args...
+  local name="$1"; shift
+  local line
+  line=$(timeout 300 "$LG" --addr "127.0.0.1:$PORT" "$@")
+  echo "$line" | jq -c --arg phase "$name" --argjson rss "$(field VmRSS)" '{phase: $phase} + . + {server_rss_bytes: $rss}' \
+    | tee -a "$OUT/results.jsonl"
+}
+
+# Pre-load figure: a serving process that has scanned (pattern guard only), model never loaded.
+for _ in $(seq 1 200); do
+  curl -s "http://127.0.0.1:$PORT/v1/scan" -d '{"text": "hello there", "guards": ["patterns"]}' > /dev/null
+done
+PRE_RSS=$(field VmRSS); PRE_ANON=$(field RssAnon)
+echo "before load: $(slot)" >&2
+
+phase warmup -c 8 -d 2 > /dev/null
+for c in 1 8 64; do
+  phase "pattern+similarity c=$c" -c "$c" -d "$DUR" > /dev/null
+done
+LOADED_RSS=$(field VmRSS); LOADED_ANON=$(field RssAnon)
+echo "loaded: $(slot)" >&2
+
+# Idle: wait for the slot to unload (the server's maintenance runs every second).
+WAITED=0
+until [ "$(curl -s "http://127.0.0.1:$PORT/v1/guards" | jq -r '.slots[0].state')" = unloaded ]; do
+  sleep 0.5; WAITED=$((WAITED + 1))
+  [ "$WAITED" -lt $((IDLE * 2 + 40)) ] || { echo "not unloaded after idle" >&2; exit 1; }
+done
+sleep 0.5
+IDLE_RSS=$(field VmRSS); IDLE_ANON=$(field RssAnon); IDLE_FILE=$(field RssFile)
+AFTER_UNLOAD=$(slot)
+curl -s "http://127.0.0.1:$PORT/v1/scan" -d '{"text": "Recommend a good novel."}' > /dev/null
+RELOADED=$(slot)
+RELOAD_RSS=$(field VmRSS)
+
+kill -TERM "$PID"
+set +e
+wait "$PID"
+EXIT=$?
+set -e
+trap - EXIT
+
+jq -n --argjson pre "$PRE_RSS" --argjson pre_anon "$PRE_ANON" --argjson loaded "$LOADED_RSS" \
+  --argjson loaded_anon "$LOADED_ANON" --argjson idle "$IDLE_RSS" --argjson idle_anon "$IDLE_ANON" \
+  --argjson idle_file "$IDLE_FILE" --argjson reload "$RELOAD_RSS" --argjson exit "$EXIT" \
+  --argjson after_unload "$AFTER_UNLOAD" --argjson reloaded "$RELOADED" \
+  '{phase: "idle unload", rss_pre_load: $pre, anon_pre_load: $pre_anon, rss_loaded: $loaded,
+    anon_loaded: $loaded_anon, rss_after_idle_unload: $idle, anon_after_idle_unload: $idle_anon,
+    file_after_idle_unload: $idle_file, rss_after_reload: $reload,
+    slot_after_unload: $after_unload, slot_after_reload: $reloaded, sigterm_exit: $exit}' \
+  | tee -a "$OUT/results.jsonl" > /dev/null
+
+echo "| phase | requests | req/s (2xx) | p50 µs | p99 µs | statuses | server RSS MB |"
+echo "|---|---|---|---|---|---|---|"
+jq -r 'select(.phase != "idle unload" and .phase != "warmup") |
+  "| \(.phase) | \(.requests) | \(.ok_rps) | \(.p50_us) | \(.p99_us) | \(.status | to_entries | map("\(.key): \(.value)") | join(", ")) | \(.server_rss_bytes / 1048576 * 10 | round / 10) |"' \
+  "$OUT/results.jsonl"
+jq -r 'select(.phase == "idle unload") | def m: . / 1048576 * 10 | round / 10;
+  "RSS (MiB) before any model load \(.rss_pre_load | m) (anon \(.anon_pre_load | m)), loaded \(.rss_loaded | m) (anon \(.anon_loaded | m)), after idle unload \(.rss_after_idle_unload | m) (anon \(.anon_after_idle_unload | m), file \(.file_after_idle_unload | m)), after reload \(.rss_after_reload | m)\nslot after unload \(.slot_after_unload)\nslot after reload \(.slot_after_reload)\nSIGTERM exit \(.sigterm_exit)"' \
+  "$OUT/results.jsonl"
