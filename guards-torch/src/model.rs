@@ -322,7 +322,13 @@ impl Mapped {
         })
     }
 
-    pub fn tensors(&self) -> &[(String, Tensor)] {
+    /// The tensors, in file order.
+    ///
+    /// # Safety
+    /// Each tensor points into the mapping `self` owns, and libtorch cannot be told so: a
+    /// `shallow_clone`, a view (`narrow`, `view`, ...) or any other tensor sharing the storage must
+    /// be dropped before `self` is, and none may be written to (the pages are read-only).
+    pub unsafe fn tensors(&self) -> &[(String, Tensor)] {
         &self.tensors
     }
 }
