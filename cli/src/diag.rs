@@ -58,19 +58,12 @@ struct Status {
 
 impl Status {
     fn now() -> Status {
-        let text = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-        let field = |name: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|rest| rest.split_whitespace().next())
-                .and_then(|kb| kb.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
+        let s = featherguard::ProcStatus::read().unwrap_or_default();
         Status {
-            rss_kib: field("VmRSS:"),
-            hwm_kib: field("VmHWM:"),
-            anon_kib: field("RssAnon:"),
-            file_kib: field("RssFile:") + field("RssShmem:"),
+            rss_kib: s.rss / 1024,
+            hwm_kib: s.peak / 1024,
+            anon_kib: s.anon / 1024,
+            file_kib: s.file / 1024,
         }
     }
 }

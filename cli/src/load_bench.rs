@@ -170,8 +170,5 @@ fn run_once(args: &LoadBenchArgs) -> anyhow::Result<LoadReport> {
 
 /// Peak resident set size of this process (VmHWM), Linux only.
 fn peak_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
+    featherguard::ProcStatus::read().map(|s| s.peak)
 }

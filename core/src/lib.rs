@@ -46,7 +46,8 @@ pub use govern::{
 };
 pub use guard::{Guard, GuardError, Input, Source};
 pub use memory::{
-    parse_bytes, release_free_heap, MemoryBudget, MemoryConfig, Pressure, Rss, MEMORY_LIMIT_ENV,
+    parse_bytes, release_free_heap, MemoryBudget, MemoryConfig, Pressure, ProcStatus, Rss,
+    MEMORY_LIMIT_ENV,
 };
 pub use policy::{FailMode, Policy, Thresholds};
 pub use redact::redact;

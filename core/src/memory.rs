@@ -37,6 +37,46 @@ impl Rss {
     }
 }
 
+/// The kernel's detailed memory figures for this process from `/proc/self/status`, in bytes. A
+/// longer read and parse than [`Rss::sample`]: for reports and diagnostics, not per-scan checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ProcStatus {
+    /// Resident set (`VmRSS`), bytes.
+    pub rss: u64,
+    /// Peak resident set since start (`VmHWM`), bytes.
+    pub peak: u64,
+    /// Resident anonymous pages (`RssAnon`), bytes.
+    pub anon: u64,
+    /// Resident file-backed and shared pages (`RssFile` + `RssShmem`), bytes.
+    pub file: u64,
+}
+
+impl ProcStatus {
+    /// Reads the figures; `None` where `/proc/self/status` does not exist (not Linux).
+    pub fn read() -> Option<ProcStatus> {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .map(|text| ProcStatus::parse(&text))
+    }
+
+    /// Parses `/proc/<pid>/status` text; a missing field reads as 0.
+    pub fn parse(text: &str) -> ProcStatus {
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|kib| kib.parse::<u64>().ok())
+                .map_or(0, |kib| kib * 1024)
+        };
+        ProcStatus {
+            rss: field("VmRSS:"),
+            peak: field("VmHWM:"),
+            anon: field("RssAnon:"),
+            file: field("RssFile:") + field("RssShmem:"),
+        }
+    }
+}
+
 /// The kernel's page size, read once from the auxiliary vector (`AT_PAGESZ`); 4 KiB if unreadable.
 fn page_size() -> u64 {
     static PAGE: OnceLock<u64> = OnceLock::new();
@@ -262,6 +302,18 @@ impl Default for MemoryBudget {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn proc_status_parses_kib_fields_to_bytes() {
+        let text = "Name:\tx\nVmHWM:\t  200 kB\nVmRSS:\t  150 kB\nRssAnon:\t 100 kB\nRssFile:\t 40 kB\nRssShmem:\t 10 kB\n";
+        let s = ProcStatus::parse(text);
+        assert_eq!(
+            (s.rss, s.peak, s.anon, s.file),
+            (150 * 1024, 200 * 1024, 100 * 1024, 50 * 1024)
+        );
+        assert_eq!(ProcStatus::parse("garbage"), ProcStatus::default());
+    }
+
     use super::*;
 
     #[test]
