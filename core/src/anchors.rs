@@ -87,6 +87,59 @@ pub fn split_at_gate(hir: &Hir, lits: &[Vec<u8>]) -> Option<(Hir, Hir)> {
     ))
 }
 
+/// The bytes every match of `hir` ends with, or `None` when it can match the empty string.
+pub fn last_bytes(hir: &Hir) -> Option<[bool; 256]> {
+    let mut set = [false; 256];
+    (!ends_with(hir, &mut set)).then_some(set)
+}
+
+/// Adds to `set` the bytes a match of `hir` can end with; returns whether it can be empty (then
+/// the bytes before it can end the match too).
+fn ends_with(hir: &Hir, set: &mut [bool; 256]) -> bool {
+    match hir.kind() {
+        HirKind::Empty | HirKind::Look(_) => true,
+        HirKind::Literal(Literal(bytes)) => match bytes.last() {
+            Some(&b) => {
+                set[usize::from(b)] = true;
+                false
+            }
+            None => true,
+        },
+        HirKind::Class(Class::Bytes(c)) => {
+            for r in c.ranges() {
+                for b in r.start()..=r.end() {
+                    set[usize::from(b)] = true;
+                }
+            }
+            c.ranges().is_empty()
+        }
+        HirKind::Class(Class::Unicode(c)) => {
+            for r in c.ranges() {
+                // A non-ASCII char ends with a continuation byte.
+                let hi = u32::from(r.end()).min(0x7F);
+                for b in u32::from(r.start())..=hi {
+                    set[b as usize] = true;
+                }
+                if u32::from(r.end()) > 0x7F {
+                    set[0x80..0xC0].fill(true);
+                }
+            }
+            c.ranges().is_empty()
+        }
+        HirKind::Repetition(rep) => ends_with(&rep.sub, set) || rep.min == 0,
+        HirKind::Capture(cap) => ends_with(&cap.sub, set),
+        HirKind::Concat(subs) => subs.iter().rev().all(|sub| ends_with(sub, set)),
+        HirKind::Alternation(subs) => {
+            // Every branch adds its bytes, so no short-circuit.
+            let mut empty = false;
+            for sub in subs {
+                empty |= ends_with(sub, set);
+            }
+            empty
+        }
+    }
+}
+
 /// Expected occurrences per text position of any literal of the set.
 fn set_cost(lits: &[Vec<u8>]) -> f64 {
     lits.iter().map(|l| literal_cost(l)).sum()
@@ -379,6 +432,9 @@ mod tests {
         assert!(before.properties().maximum_len().is_none());
         assert_eq!(rest.properties().minimum_len(), Some("system prompt".len()));
         assert!(split_at_gate(&hir, &[b"zzz".to_vec()]).is_none());
+        let ends = last_bytes(&parse(r"\b[A-Z]{2}").unwrap()).unwrap();
+        assert!(ends[usize::from(b'Q')] && !ends[usize::from(b' ')] && !ends[usize::from(b'q')]);
+        assert!(last_bytes(&Hir::empty()).is_none());
     }
 
     #[test]

@@ -64,9 +64,10 @@ struct Pattern {
     /// For `Check::Scan` with an inner gate: its literals, to split the pattern at the gate.
     inner_gate: Option<Vec<Vec<u8>>>,
     /// The pattern split at its inner gate, built on first use; `None` when it cannot be split.
-    split: OnceLock<Option<Split>>,
-    /// Forward-only lazy DFA for anchored checks: the start is known, so no reverse pass.
-    fwd: OnceLock<Option<hybrid::dfa::DFA>>,
+    split: OnceLock<Option<Box<Split>>>,
+    /// Forward-only lazy DFA for anchored checks: the start is known, so no reverse pass. Boxed,
+    /// like `split`, so the hundreds of patterns never compiled cost a pointer each.
+    fwd: OnceLock<Option<Box<hybrid::dfa::DFA>>>,
     /// Full regex for scans, captures (validators) and as a fallback; built on first use.
     single: OnceLock<Option<meta::Regex>>,
 }
@@ -85,21 +86,22 @@ impl Pattern {
                     )
                     .build(&self.source)
                     .ok()
+                    .map(Box::new)
             })
-            .as_ref()
+            .as_deref()
     }
 
     /// End of the match starting exactly at `start`, if any; `None` from the DFA is final,
     /// an error (cache thrash) falls back to the full regex.
     fn anchored_end(
         &self,
-        cache: &mut Option<hybrid::dfa::Cache>,
+        cache: &mut Option<Box<hybrid::dfa::Cache>>,
         text: &[u8],
         start: usize,
     ) -> Option<usize> {
         let input = Input::new(text).range(start..).anchored(Anchored::Yes);
         if let Some(dfa) = self.forward() {
-            let cache = cache.get_or_insert_with(|| dfa.create_cache());
+            let cache = cache.get_or_insert_with(|| Box::new(dfa.create_cache()));
             if let Ok(found) = dfa.try_search_fwd(cache, &input) {
                 return found.map(|hm| hm.offset());
             }
@@ -132,16 +134,18 @@ impl Pattern {
                         .build_from_nfa(nfa)
                         .ok()
                 };
+                let before_ends = crate::anchors::last_bytes(&before).map(Box::new);
                 let before = match before.kind() {
                     regex_syntax::hir::HirKind::Empty => None,
                     _ => Some(longest(&before, true)?),
                 };
-                Some(Split {
+                Some(Box::new(Split {
                     before,
+                    before_ends,
                     rest: longest(&rest, false)?,
-                })
+                }))
             })
-            .as_ref()
+            .as_deref()
     }
 
     fn single(&self) -> Option<&meta::Regex> {
@@ -173,6 +177,9 @@ impl Pattern {
 struct Split {
     /// Reversed; `None` when the gate piece comes first.
     before: Option<hybrid::dfa::DFA>,
+    /// The bytes `before` can end with, when that is a known set: a hit after any other byte is
+    /// rejected without running the DFA (most digit hits of the PII patterns).
+    before_ends: Option<Box<[bool; 256]>>,
     rest: hybrid::dfa::DFA,
 }
 
@@ -180,10 +187,15 @@ impl Split {
     /// The span any match through the gate hit at `p` lies in; `Ok(None)` when there is none.
     fn reach(
         &self,
-        caches: &mut [Option<hybrid::dfa::Cache>; 2],
+        caches: &mut SplitCaches,
         text: &[u8],
         p: usize,
     ) -> Result<Option<(usize, usize)>, regex_automata::MatchError> {
+        if let Some(ends) = &self.before_ends {
+            if p == 0 || !ends[usize::from(text[p - 1])] {
+                return Ok(None);
+            }
+        }
         let start = match &self.before {
             None => p,
             Some(dfa) => {
@@ -203,6 +215,9 @@ impl Split {
             .map(|hm| (start, hm.offset())))
     }
 }
+
+/// Lazy-DFA caches of a split's `before` and `rest`.
+type SplitCaches = [Option<hybrid::dfa::Cache>; 2];
 
 /// A candidate match start: a pattern may match where its gate literal starts. Packed into one
 /// integer (pattern, start, literal length from high to low bits) so sorting thousands of them per
@@ -237,10 +252,11 @@ pub(crate) struct MatchScratch {
     /// Spans a scan pattern must run over, merged from its hits.
     regions: Vec<(usize, usize)>,
     unanchored_hits: PatternSet,
-    /// Lazy-DFA cache per pattern, created on the pattern's first anchored check in this thread.
-    caches: Vec<Option<hybrid::dfa::Cache>>,
-    /// Caches of each pattern's split DFAs (before, rest).
-    split_caches: Vec<[Option<hybrid::dfa::Cache>; 2]>,
+    /// Lazy-DFA cache per pattern, created on the pattern's first anchored check in this thread
+    /// (boxed: an empty slot costs 8 bytes, not the cache's 352, for hundreds of patterns).
+    caches: Vec<Option<Box<hybrid::dfa::Cache>>>,
+    /// Caches of each pattern's split DFAs, created on its first gate hit in this thread.
+    split_caches: Vec<Option<Box<SplitCaches>>>,
 }
 
 impl MatchScratch {
@@ -307,9 +323,10 @@ fn cut_gate(lit: &[u8]) -> Vec<u8> {
     lit[..run.min(MAX_GATE_BYTES)].to_ascii_lowercase()
 }
 
-/// The ASCII gate literals of both matchers in one DFA, matched ASCII-case-insensitively: an
-/// ASCII window, whose normalized view is its raw text lowercased at the same offsets, pays one
-/// pass for both views.
+/// The ASCII gate literals of both matchers in one DFA over lowercase text: an ASCII window, whose
+/// normalized view is its raw text lowercased at the same offsets, pays one pass for both views.
+/// Case-sensitive on purpose: matching `A` and `a` alike would give the DFA twice the letter
+/// classes and about twice the memory.
 struct AsciiGates {
     dfa: aho_corasick::dfa::DFA,
     /// Per literal: its length, then the bounds of its raw targets `targets[r[1]..r[2]]` and of
@@ -337,7 +354,6 @@ impl AsciiGates {
         }
         let dfa = aho_corasick::dfa::Builder::new()
             .match_kind(aho_corasick::MatchKind::Standard)
-            .ascii_case_insensitive(true)
             // Only match states are then special, which the gate loop relies on.
             .prefilter(false)
             .start_kind(aho_corasick::StartKind::Unanchored)
@@ -587,7 +603,7 @@ impl Matcher {
             regions: Vec::new(),
             unanchored_hits: PatternSet::new(n),
             caches: (0..patterns).map(|_| None).collect(),
-            split_caches: (0..patterns).map(|_| [None, None]).collect(),
+            split_caches: (0..patterns).map(|_| None).collect(),
         }
     }
 }
@@ -790,7 +806,8 @@ impl RuleSet {
         &self.normalized
     }
 
-    /// Gate pass over `text`: candidates of the raw and/or normalized patterns, into the given
+    /// Gate pass over `text`, which must hold no ASCII uppercase (a normalized view, or a raw view
+    /// ASCII-lowercased): candidates of the raw and/or normalized patterns, into the given
     /// scratches (cleared first). With both, `text` must be ASCII, so that the normalized view is
     /// the raw text lowercased at the same offsets.
     pub(crate) fn find_candidates(
@@ -879,7 +896,8 @@ impl RuleSet {
             match pattern.split() {
                 Some(split) => {
                     for &hit in hits {
-                        match split.reach(&mut split_caches[i], text, hit as u32 as usize) {
+                        let caches = split_caches[i].get_or_insert_with(Default::default);
+                        match split.reach(caches, text, hit as u32 as usize) {
                             Ok(Some(r)) => regions.push(r),
                             Ok(None) => {}
                             Err(_) => {

@@ -158,7 +158,10 @@ impl PatternGuard {
                 Some(&mut s.hits_norm),
             );
         } else {
-            rules.find_candidates(&s.raw.text, Some(&mut s.hits_raw), None);
+            // Gates match lowercase text; the check then runs on the raw bytes at the same offsets.
+            s.tmp.clear();
+            s.tmp.extend(window.bytes().map(|b| b.to_ascii_lowercase()));
+            rules.find_candidates(&s.tmp, Some(&mut s.hits_raw), None);
             rules.find_candidates(&s.folded.text, None, Some(&mut s.hits_norm));
         }
         rules.check(rules.raw(), &s.raw, "raw", &mut s.hits_raw, &self.name, out);
