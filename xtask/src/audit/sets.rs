@@ -66,12 +66,12 @@ pub const SETS: &[FeatureSet] = &[
 impl FeatureSet {
     /// Arguments of `featherguard diag memory` for this set: the pattern guard alone for builds
     /// without a model, pattern + similarity over `varied` prompts (with unload and reload) for
-    /// the ML sets.
+    /// the ML sets, on the build's preferred backend (libtorch for the torch set).
     pub fn diag_args(&self, prompts: &Path, varied: &Path) -> Vec<String> {
         let mut args: Vec<String> = ["diag", "memory", "--format", "json"]
             .map(String::from)
             .to_vec();
-        if self.needs.contains(&Component::Onnx) {
+        if self.needs.contains(&Component::Models) {
             args.extend(["--guards".into(), "pattern,similarity".into()]);
             args.extend(["--prompts".into(), varied.display().to_string()]);
         } else {
