@@ -616,6 +616,10 @@ impl Embedder for OnnxEmbedder {
         let was = slot.loaded.take().is_some();
         if was {
             trim_heap();
+            // The runtime stays mapped for the process (see `mem::page_out_libraries`); the
+            // pages of it that loading and inference made resident are handed back until the
+            // next load runs it again.
+            crate::mem::page_out_libraries(runtime::runtime_libraries());
             if let Some(s) = slot.stats.as_mut() {
                 s.loaded = false;
             }

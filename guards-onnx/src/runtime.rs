@@ -56,10 +56,14 @@ fn unavailable(tried: &[String]) -> EmbedError {
 /// lifetime, or why loading failed (the first attempt decides).
 static LOADED: OnceLock<Result<(PathBuf, ort::environment::Environment), String>> = OnceLock::new();
 
+/// Set with [`LOADED`]: see [`runtime_libraries`].
+static LIBRARIES: OnceLock<Vec<PathBuf>> = OnceLock::new();
+
 /// Loads the runtime from `path` unless one is already loaded; returns the loaded library's path
 /// and the process's runtime environment.
 pub fn init(path: &Path) -> Result<(PathBuf, ort::environment::Environment), EmbedError> {
     let result = LOADED.get_or_init(|| {
+        let before = crate::mem::mapped_libraries();
         let builder = ort::init_from(path).map_err(|e| format!("{}: {e}", path.display()))?;
         // The environment registers itself as ort's current one; sessions use it.
         let env = builder
@@ -67,6 +71,11 @@ pub fn init(path: &Path) -> Result<(PathBuf, ort::environment::Environment), Emb
             .with_telemetry(false)
             .build()
             .map_err(|e| format!("{}: {e}", path.display()))?;
+        let brought = crate::mem::mapped_libraries()
+            .difference(&before)
+            .cloned()
+            .collect();
+        let _ = LIBRARIES.set(brought);
         Ok((path.to_owned(), env))
     });
     match result {
@@ -77,4 +86,11 @@ pub fn init(path: &Path) -> Result<(PathBuf, ort::environment::Environment), Emb
             fix: "run `featherguard setup --only onnx` (ONNX Runtime 1.31 is required) or set ORT_DYLIB_PATH".into(),
         }),
     }
+}
+
+/// The shared objects the runtime's load mapped into this process (the runtime library itself and
+/// dependencies nothing else had loaded, e.g. libstdc++), empty before the first successful
+/// [`init`]: what an unload pages out (see [`crate::mem::page_out_libraries`]).
+pub fn runtime_libraries() -> &'static [PathBuf] {
+    LIBRARIES.get().map_or(&[], Vec::as_slice)
 }

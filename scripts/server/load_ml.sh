@@ -3,9 +3,13 @@
 # 1.5 minutes with the defaults), then the idle-unload check:
 #   1. closed loop at concurrency 1, 8 and 64 with the ONNX similarity guard on every request
 #      (cascade = always): throughput, p50/p99 latency, server RSS after each;
-#   2. idle unload: RSS before the model was ever loaded (server warmed with pattern-only scans),
-#      with the model loaded, and after `idle_unload_secs` of quiet, read from /proc/PID/status by
-#      this script; then one request must reload the guard (loads = 2 in /v1/guards).
+#   2. idle unload: RSS before the model was ever loaded, with the model loaded, and after
+#      `idle_unload_secs` of quiet, read from /proc/PID/status by this script; then one request
+#      must reload the guard (loads = 2 in /v1/guards). The pre-load figure is taken after a
+#      pattern-only warm-up with the same prompts at the same concurrencies (`--guards patterns`,
+#      WARM seconds each), so the pattern engine's lazily built automata and the worker threads the
+#      load phases use are in it, as they are after the unload: the difference is the model's.
+#      The figure of the idle server before any traffic is reported too (`rss_cold`).
 # Needs the ONNX runtime and model (`cargo xtask setup --only onnx,models`).
 # Results: one JSON line per phase in $OUT/results.jsonl and a table on stdout.
 # Usage: scripts/server/load_ml.sh [extra `featherguard serve` arguments]
@@ -15,14 +19,20 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 PORT="${PORT:-18182}"
 DUR="${DUR:-8}"
 IDLE="${IDLE:-3}"
+WARM="${WARM:-3}"
 OUT="${OUT:-$CARGO_TARGET_DIR/serve-load-ml}"
 mkdir -p "$OUT"
 : > "$OUT/results.jsonl"
 
-cargo build --release -q -p featherguard-cli --features server,onnx
-cargo build --release -q -p featherguard-server --example loadgen
-BIN="$CARGO_TARGET_DIR/release/featherguard"
-LG="$CARGO_TARGET_DIR/release/examples/loadgen"
+# BIN / LG: measure prebuilt binaries (e.g. an older build for a before/after) instead of building.
+if [ -z "${BIN:-}" ]; then
+  cargo build --release -q -p featherguard-cli --features server,onnx
+  BIN="$CARGO_TARGET_DIR/release/featherguard"
+fi
+if [ -z "${LG:-}" ]; then
+  cargo build --release -q -p featherguard-server --example loadgen
+  LG="$CARGO_TARGET_DIR/release/examples/loadgen"
+fi
 
 CONFIG="$OUT/config.toml"
 cat > "$CONFIG" <<EOF
@@ -50,12 +60,19 @@ phase() { # name, loadgen args...
     | tee -a "$OUT/results.jsonl"
 }
 
-# Pre-load figure: a serving process that has scanned (pattern guard only), model never loaded.
+# Cold figure: a serving process that has scanned one short text (pattern guard only).
 for _ in $(seq 1 200); do
   curl -s "http://127.0.0.1:$PORT/v1/scan" -d '{"text": "hello there", "guards": ["patterns"]}' > /dev/null
 done
-PRE_RSS=$(field VmRSS); PRE_ANON=$(field RssAnon)
+COLD_RSS=$(field VmRSS); COLD_ANON=$(field RssAnon)
+# Pre-load figure: the same prompts and concurrencies as the load, pattern guard only; the model
+# is never loaded (checked below).
+for c in 1 8 64; do
+  timeout 60 "$LG" --addr "127.0.0.1:$PORT" --guards patterns -c "$c" -d "$WARM" > /dev/null
+done
+PRE_RSS=$(field VmRSS); PRE_ANON=$(field RssAnon); PRE_FILE=$(field RssFile)
 echo "before load: $(slot)" >&2
+[ "$(curl -s "http://127.0.0.1:$PORT/v1/guards" | jq -r '.slots[0].loads')" = 0 ] || { echo "model loaded by the warm-up" >&2; exit 1; }
 
 phase warmup -c 8 -d 2 > /dev/null
 for c in 1 8 64; do
@@ -84,11 +101,11 @@ EXIT=$?
 set -e
 trap - EXIT
 
-jq -n --argjson pre "$PRE_RSS" --argjson pre_anon "$PRE_ANON" --argjson loaded "$LOADED_RSS" \
+jq -n --argjson cold "$COLD_RSS" --argjson cold_anon "$COLD_ANON" --argjson pre "$PRE_RSS" --argjson pre_anon "$PRE_ANON" --argjson pre_file "$PRE_FILE" --argjson loaded "$LOADED_RSS" \
   --argjson loaded_anon "$LOADED_ANON" --argjson idle "$IDLE_RSS" --argjson idle_anon "$IDLE_ANON" \
   --argjson idle_file "$IDLE_FILE" --argjson reload "$RELOAD_RSS" --argjson exit "$EXIT" \
   --argjson after_unload "$AFTER_UNLOAD" --argjson reloaded "$RELOADED" \
-  '{phase: "idle unload", rss_pre_load: $pre, anon_pre_load: $pre_anon, rss_loaded: $loaded,
+  '{phase: "idle unload", rss_cold: $cold, anon_cold: $cold_anon, rss_pre_load: $pre, anon_pre_load: $pre_anon, file_pre_load: $pre_file, rss_loaded: $loaded,
     anon_loaded: $loaded_anon, rss_after_idle_unload: $idle, anon_after_idle_unload: $idle_anon,
     file_after_idle_unload: $idle_file, rss_after_reload: $reload,
     slot_after_unload: $after_unload, slot_after_reload: $reloaded, sigterm_exit: $exit}' \
@@ -100,5 +117,5 @@ jq -r 'select(.phase != "idle unload" and .phase != "warmup") |
   "| \(.phase) | \(.requests) | \(.ok_rps) | \(.p50_us) | \(.p99_us) | \(.status | to_entries | map("\(.key): \(.value)") | join(", ")) | \(.server_rss_bytes / 1048576 * 10 | round / 10) |"' \
   "$OUT/results.jsonl"
 jq -r 'select(.phase == "idle unload") | def m: . / 1048576 * 10 | round / 10;
-  "RSS (MiB) before any model load \(.rss_pre_load | m) (anon \(.anon_pre_load | m)), loaded \(.rss_loaded | m) (anon \(.anon_loaded | m)), after idle unload \(.rss_after_idle_unload | m) (anon \(.anon_after_idle_unload | m), file \(.file_after_idle_unload | m)), after reload \(.rss_after_reload | m)\nslot after unload \(.slot_after_unload)\nslot after reload \(.slot_after_reload)\nSIGTERM exit \(.sigterm_exit)"' \
+  "RSS (MiB) idle before any traffic \(.rss_cold | m) (anon \(.anon_cold | m)); after the pattern-only warm-up, before any model load \(.rss_pre_load | m) (anon \(.anon_pre_load | m), file \(.file_pre_load | m)), loaded \(.rss_loaded | m) (anon \(.anon_loaded | m)), after idle unload \(.rss_after_idle_unload | m) (anon \(.anon_after_idle_unload | m), file \(.file_after_idle_unload | m)), after reload \(.rss_after_reload | m)\nslot after unload \(.slot_after_unload)\nslot after reload \(.slot_after_reload)\nSIGTERM exit \(.sigterm_exit)"' \
   "$OUT/results.jsonl"

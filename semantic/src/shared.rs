@@ -5,16 +5,23 @@
 //! The model must stay loaded while any of those guards is loaded and be released when the last
 //! one unloads, or an idle unload would free the guards' small state and keep the ~80 MB model.
 //! A [`ModelLease`] held by every loaded guard gives exactly that.
+//!
+//! While loaded, the model runs on one [`InferenceThread`] owned by the shared model: started by
+//! the first lease, joined when the last one goes, so the thread-local buffers and allocator
+//! arenas that running a model accumulates are not spread over (and kept by) every worker thread
+//! of the host.
 
 use std::sync::{Arc, Mutex};
 
 use featherguard_core::{EmbedError, Embedder, Finding, Guard, GuardError, Input};
 
-use crate::LastBatchMemo;
+use crate::{BatchLimits, InferenceThread, LastBatchMemo};
 
-/// An embedder behind a [`LastBatchMemo`], loaded while at least one lease is alive.
+/// An embedder run by an [`InferenceThread`] behind a [`LastBatchMemo`], loaded while at least
+/// one lease is alive.
 pub struct SharedModel {
     embedder: Arc<dyn Embedder>,
+    thread: Arc<InferenceThread>,
     /// Live leases. Held while loading and unloading, so a lease taken during an unload waits for
     /// it and then loads again instead of finding a half-released model.
     leases: Mutex<usize>,
@@ -30,11 +37,19 @@ impl std::fmt::Debug for SharedModel {
 }
 
 impl SharedModel {
-    /// Shares `embedder` (wrapped in a [`LastBatchMemo`] so guards scanning the same inputs embed
-    /// them once). Nothing is loaded until the first [`SharedModel::lease`].
+    /// Shares `embedder` (run on an [`InferenceThread`] with the default [`BatchLimits`], and
+    /// wrapped in a [`LastBatchMemo`] so guards scanning the same inputs embed them once). Nothing
+    /// is loaded until the first [`SharedModel::lease`].
     pub fn new(embedder: Arc<dyn Embedder>) -> Arc<SharedModel> {
+        SharedModel::with_limits(embedder, BatchLimits::default())
+    }
+
+    /// As [`SharedModel::new`], with explicit limits on how much queued work one model call merges.
+    pub fn with_limits(embedder: Arc<dyn Embedder>, limits: BatchLimits) -> Arc<SharedModel> {
+        let thread = Arc::new(InferenceThread::new(embedder, limits));
         Arc::new(SharedModel {
-            embedder: Arc::new(LastBatchMemo::new(embedder)),
+            embedder: Arc::new(LastBatchMemo::new(thread.clone())),
+            thread,
             leases: Mutex::new(0),
         })
     }
@@ -60,13 +75,19 @@ impl SharedModel {
         })
     }
 
+    /// The thread the model runs on while leased (running state, requests and merged calls).
+    pub fn inference(&self) -> &InferenceThread {
+        &self.thread
+    }
+
     /// Live leases (loaded guards using the model).
     pub fn leases(&self) -> usize {
         *self.count()
     }
 }
 
-/// Keeps a [`SharedModel`] loaded; dropping the last one unloads the model and returns its memory.
+/// Keeps a [`SharedModel`] loaded; dropping the last one joins the inference thread, unloads the
+/// model and returns its memory.
 pub struct ModelLease {
     model: Arc<SharedModel>,
 }

@@ -33,6 +33,9 @@ struct Args {
     connections: usize,
     duration: Duration,
     max_requests: u64,
+    /// `--guards a,b`: sent as the request's `guards` (e.g. `patterns` for a pattern-only warm-up
+    /// of a server that also has ML guards).
+    guards: Option<Vec<String>>,
 }
 
 fn parse_args() -> Args {
@@ -44,6 +47,7 @@ fn parse_args() -> Args {
         connections: 256,
         duration: Duration::from_secs(10),
         max_requests: u64::MAX,
+        guards: None,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -59,6 +63,7 @@ fn parse_args() -> Args {
                 a.duration = Duration::from_secs_f64(v.parse().expect("--duration SECS"))
             }
             "--requests" | "-n" => a.max_requests = v.parse().expect("--requests N"),
+            "--guards" => a.guards = Some(v.split(',').map(str::to_string).collect()),
             other => panic!("unknown argument {other}"),
         }
         i += 2;
@@ -67,11 +72,15 @@ fn parse_args() -> Args {
     a
 }
 
-fn requests(path: &str) -> Vec<Vec<u8>> {
+fn requests(path: &str, guards: Option<&[String]>) -> Vec<Vec<u8>> {
     PROMPTS
         .iter()
         .map(|p| {
-            let body = format!("{{\"text\": {}}}", serde_json::to_string(p).unwrap());
+            let mut body = serde_json::json!({ "text": p });
+            if let Some(g) = guards {
+                body["guards"] = serde_json::json!(g);
+            }
+            let body = body.to_string();
             format!(
                 "POST {path} HTTP/1.1\r\nHost: loadgen\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
                 body.len()
@@ -192,7 +201,7 @@ fn quantile(sorted: &[u32], p: f64) -> u32 {
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let args = Arc::new(parse_args());
-    let reqs = Arc::new(requests(&args.path));
+    let reqs = Arc::new(requests(&args.path, args.guards.as_deref()));
     let start = Instant::now();
     let end = start + args.duration;
     let issued = Arc::new(AtomicU64::new(0));
