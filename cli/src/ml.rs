@@ -189,12 +189,42 @@ fn add_ml_guards(fw: &mut Firewall, cfg: &Config, args: &GuardArgs) -> anyhow::R
                 )
             }
         };
-        fw.add_slot(Arc::new(GuardSlot::new(
-            name,
-            loader,
-            cfg.heavy.slot_options(),
-            fw.memory().clone(),
-        )));
+        let slot = GuardSlot::new(name, loader, cfg.heavy.slot_options(), fw.memory().clone());
+        let slot = match files_check(args, name) {
+            Some(check) => slot.with_check(check),
+            None => slot,
+        };
+        fw.add_slot(Arc::new(slot));
     }
     Ok(())
+}
+
+/// What readiness checks for an unloaded ML guard of the ONNX backend: the runtime library and the
+/// model files the next load needs, present with their pinned sizes (a few `stat` calls, nothing
+/// loaded). The errors name the same fixes a failed load does.
+#[cfg(feature = "onnx")]
+fn files_check(args: &GuardArgs, guard: &'static str) -> Option<featherguard::GuardCheck> {
+    use crate::embed_cmd::Backend;
+    use featherguard::GuardError;
+    if args.backend != Backend::Onnx {
+        return None;
+    }
+    Some(Box::new(move || {
+        let library = featherguard::onnx::runtime::locate(None);
+        library.map_err(|e| e.into_guard_error(guard))?;
+        featherguard_setup::Layout::discover()
+            .and_then(|l| l.find_minilm())
+            .map(drop)
+            .map_err(|e| GuardError::Unavailable {
+                guard: guard.into(),
+                what: "all-MiniLM-L6-v2".into(),
+                reason: e.to_string(),
+                fix: "run `featherguard setup --only models`".into(),
+            })
+    }))
+}
+
+#[cfg(not(feature = "onnx"))]
+fn files_check(_args: &GuardArgs, _guard: &'static str) -> Option<featherguard::GuardCheck> {
+    None
 }

@@ -258,7 +258,7 @@ impl Firewall {
         let (bounded, mut findings) = self.bound(input, total_len);
         let mut errors = Vec::new();
         for guard in self.guards.iter().filter(|g| options.allows(g.name())) {
-            match self.run_guard(guard.as_ref(), 1, || guard.scan(&bounded)) {
+            match self.run_guard(guard.as_ref(), 1, || guard.scan(&bounded), |_| 0) {
                 Ok(f) => findings.extend(f),
                 Err(failure) => errors.push(failure),
             }
@@ -274,7 +274,7 @@ impl Firewall {
             let run = cascade.runs_heavy(policy.decide(&findings, !errors.is_empty()).0);
             self.gov.count_cascade(run);
             for slot in heavy.into_iter().filter(|_| run) {
-                match self.run_guard(slot.as_ref(), 1, || slot.scan(&bounded)) {
+                match self.run_guard(slot.as_ref(), 1, || slot.scan(&bounded), |_| 0) {
                     Ok(f) => findings.extend(f),
                     Err(failure) => errors.push(failure),
                 }
@@ -409,7 +409,14 @@ fn batch_guard(
     findings: &mut [Vec<Finding>],
     errors: &mut [Vec<GuardFailure>],
 ) {
-    match fw.run_guard(guard, inputs.len(), || Ok(guard.scan_batch(inputs))) {
+    let failed = |results: &Vec<Result<Vec<Finding>, GuardError>>| {
+        if results.len() == inputs.len() {
+            results.iter().filter(|r| r.is_err()).count()
+        } else {
+            inputs.len()
+        }
+    };
+    match fw.run_guard(guard, inputs.len(), || Ok(guard.scan_batch(inputs)), failed) {
         Ok(results) if results.len() == inputs.len() => {
             for (&i, r) in at.iter().zip(results) {
                 match r {
@@ -442,19 +449,22 @@ fn failure(guard: &str, e: &GuardError) -> GuardFailure {
 }
 
 impl Firewall {
-    /// Run a guard call over `inputs` texts, timed for the observer.
+    /// Run a guard call over `inputs` texts, timed for the observer; `failed` counts the inputs a
+    /// call that returned still failed on (per-input errors of a batch).
     fn run_guard<T>(
         &self,
         guard: &dyn Guard,
         inputs: usize,
         call: impl FnOnce() -> Result<T, GuardError>,
+        failed: impl FnOnce(&T) -> usize,
     ) -> Result<T, GuardFailure> {
         let Some(observer) = &self.gov.observer else {
             return run_guard(guard, call);
         };
         let started = Instant::now();
         let r = run_guard(guard, call);
-        observer.guard_done(guard.name(), inputs, started.elapsed(), r.is_ok());
+        let failed = r.as_ref().map_or(inputs, failed);
+        observer.guard_done(guard.name(), inputs, started.elapsed(), failed);
         r
     }
 }

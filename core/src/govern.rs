@@ -113,8 +113,10 @@ impl ScanOptions {
 
 /// Told how long each guard call took: hosts export it (the server's per-guard latency histograms).
 pub trait ScanObserver: Send + Sync {
-    /// `guard` scanned `inputs` texts in `elapsed`; `ok` is false when it failed or panicked.
-    fn guard_done(&self, guard: &str, inputs: usize, elapsed: Duration, ok: bool);
+    /// `guard` scanned `inputs` texts in `elapsed` and failed on `failed` of them: all when the
+    /// call failed or panicked, some when a batch call reported errors for single inputs (a heavy
+    /// guard whose load failed errs on each input of the batch).
+    fn guard_done(&self, guard: &str, inputs: usize, elapsed: Duration, failed: usize);
 }
 
 /// Memory figures in [`FirewallStats`].

@@ -56,7 +56,7 @@ pub use rules::{
     ViewKind,
 };
 pub use scanner::{PatternGuard, ScanLimits};
-pub use slot::{GuardLoader, GuardSlot, SlotError, SlotOptions, SlotState, SlotStats};
+pub use slot::{GuardCheck, GuardLoader, GuardSlot, SlotError, SlotOptions, SlotState, SlotStats};
 pub use stream::{StreamChunk, StreamEvent, StreamScanner};
 pub use validate::Validator;
 pub use verdict::{Action, Family, Finding, GuardFailure, Severity, Span, Verdict};

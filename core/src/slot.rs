@@ -15,6 +15,10 @@ use crate::verdict::Finding;
 /// concurrently only in the sense that the slot never does: loads are serialized per slot.
 pub type GuardLoader = Box<dyn Fn() -> Result<Arc<dyn Guard>, GuardError> + Send + Sync>;
 
+/// A cheap test of whether a load could work (files present with the right size, runtime library
+/// found), run without loading anything: what readiness reports for a slot that is not loaded.
+pub type GuardCheck = Box<dyn Fn() -> Result<(), GuardError> + Send + Sync>;
+
 /// Why a slot could not provide its guard.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum SlotError {
@@ -121,6 +125,7 @@ struct Record {
 pub struct GuardSlot {
     name: Arc<str>,
     loader: GuardLoader,
+    check: Option<GuardCheck>,
     options: SlotOptions,
     memory: Arc<MemoryBudget>,
     guard: RwLock<Option<Arc<dyn Guard>>>,
@@ -154,6 +159,7 @@ impl GuardSlot {
         GuardSlot {
             name: Arc::from(name),
             loader,
+            check: None,
             options,
             memory,
             guard: RwLock::new(None),
@@ -161,6 +167,22 @@ impl GuardSlot {
             record: Mutex::new(Record::default()),
             origin: Instant::now(),
             last_used: AtomicU64::new(0),
+        }
+    }
+
+    /// Adds the check [`GuardSlot::check`] runs while the guard is not loaded.
+    pub fn with_check(mut self, check: GuardCheck) -> GuardSlot {
+        self.check = Some(check);
+        self
+    }
+
+    /// Whether a scan could get the guard, without loading it: `Ok` while loaded, else the slot's
+    /// check (when it has one). Cheap enough for every readiness probe, so a library or model
+    /// that is missing at start, or removed after an unload, shows before a scan fails on it.
+    pub fn check(&self) -> Result<(), GuardError> {
+        match &self.check {
+            Some(check) if !self.is_loaded() => check(),
+            _ => Ok(()),
         }
     }
 

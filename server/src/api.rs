@@ -412,7 +412,8 @@ pub async fn healthz() -> Response {
 #[derive(Serialize)]
 struct GuardReadiness {
     name: String,
-    /// Whether a scan can use it now (a heavy guard that failed to load is not usable until retry).
+    /// Whether a scan can use it now: not a heavy guard whose last load failed (until a load
+    /// succeeds), nor an unloaded one whose files or runtime library are missing.
     usable: bool,
     state: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -443,16 +444,25 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Response {
             error: None,
         })
         .collect();
-    for s in &stats.slots {
+    for (s, slot) in stats.slots.iter().zip(app.fw.slots()) {
+        // A failed load is reported until a load succeeds; a slot that is not loaded is also
+        // checked (files, runtime library) without loading, so a fault shows before a scan hits it.
+        let check = match s.state {
+            SlotState::Failed => None,
+            _ => slot.check().err(),
+        };
         guards.push(GuardReadiness {
             name: s.name.clone(),
-            usable: s.state != SlotState::Failed,
+            usable: s.state != SlotState::Failed && check.is_none(),
             state: match s.state {
                 SlotState::Loaded => "loaded",
                 SlotState::Unloaded => "unloaded",
                 SlotState::Failed => "failed",
             },
-            error: s.last_error.clone(),
+            error: s
+                .last_error
+                .clone()
+                .or_else(|| check.map(|e| e.to_string())),
         });
     }
     let draining = app.draining.load(Ordering::Relaxed);

@@ -109,7 +109,7 @@ impl Metrics {
         );
         r.register(
             "guard_errors",
-            "Guard calls that failed (the fail mode decided the verdict)",
+            "Inputs a guard failed on: each is a verdict carrying the guard's error (the fail mode decided it)",
             m.guard_errors.clone(),
         );
         r.register(
@@ -294,13 +294,14 @@ fn store(a: &AtomicU64, v: u64) {
 }
 
 impl ScanObserver for Metrics {
-    fn guard_done(&self, guard: &str, _inputs: usize, elapsed: Duration, ok: bool) {
+    fn guard_done(&self, guard: &str, _inputs: usize, elapsed: Duration, failed: usize) {
         let l = vec![("guard", guard.to_string())];
         self.guard_seconds
             .get_or_create(&l)
             .observe(elapsed.as_secs_f64());
-        if !ok {
-            self.guard_errors.get_or_create(&l).inc();
+        if failed > 0 {
+            // One per input the guard failed on: each is a verdict carrying this guard's error.
+            self.guard_errors.get_or_create(&l).inc_by(failed as u64);
         }
     }
 }
