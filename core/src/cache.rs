@@ -85,7 +85,8 @@ struct Entry {
     scope: CacheScope,
     verdict: Verdict,
     bytes: u64,
-    expires: Instant,
+    /// `None`: the TTL reaches past what `Instant` can represent, so the entry never expires.
+    expires: Option<Instant>,
     prev: usize,
     next: usize,
 }
@@ -166,7 +167,8 @@ impl VerdictCache {
         let mut lru = self.lock();
         let found = lru.map.get(&hash).copied().and_then(|i| {
             let e = lru.slab[i].as_ref()?;
-            (e.scope == scope && &*e.text == text).then_some((i, e.expires <= now))
+            (e.scope == scope && &*e.text == text)
+                .then_some((i, e.expires.is_some_and(|t| t <= now)))
         });
         match found {
             Some((i, false)) => {
@@ -219,7 +221,7 @@ impl VerdictCache {
             scope,
             verdict: verdict.clone(),
             bytes,
-            expires: now + Duration::from_secs(self.config.ttl_secs),
+            expires: now.checked_add(Duration::from_secs(self.config.ttl_secs)),
             prev: NIL,
             next: NIL,
         });
@@ -423,5 +425,21 @@ mod tests {
         });
         c.put("t", SCOPE, &v, Instant::now());
         assert_eq!(c.stats().entries, 0);
+    }
+
+    /// Found by the `config` fuzz target: `ttl_secs = 9223372036854775807` panicked in `put`
+    /// ("overflow when adding duration to instant"); such an entry now never expires.
+    #[test]
+    fn huge_ttl_never_expires_and_does_not_panic() {
+        let c = VerdictCache::new(CacheConfig {
+            max_entries: 4,
+            ttl_secs: u64::MAX,
+            ..CacheConfig::default()
+        })
+        .unwrap();
+        let now = Instant::now();
+        c.put("t", SCOPE, &verdict(0.5), now);
+        let later = now + Duration::from_secs(100 * 365 * 86_400);
+        assert_eq!(c.get("t", SCOPE, later).unwrap().score, 0.5);
     }
 }

@@ -179,7 +179,11 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
         "gb" => 1e9,
         _ => return Err(format!("`{s}`: unknown unit `{unit}`")),
     };
-    Ok((n * mult) as u64)
+    let bytes = n * mult;
+    if bytes >= u64::MAX as f64 {
+        return Err(format!("`{s}` is too large (at most 2^64 - 1 bytes)"));
+    }
+    Ok(bytes as u64)
 }
 
 fn de_opt_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
@@ -324,6 +328,14 @@ mod tests {
         assert_eq!(parse_bytes("2MB").unwrap(), 2_000_000);
         assert!(parse_bytes("12 parsecs").is_err());
         assert!(parse_bytes("MiB").is_err());
+    }
+
+    /// Found by the `config` fuzz target: a size past `u64` silently became `u64::MAX` bytes.
+    #[test]
+    fn oversized_sizes_are_errors() {
+        assert!(parse_bytes("99999999999999999999999999 GB").is_err());
+        assert!(parse_bytes("18446744073709551616").is_err());
+        assert_eq!(parse_bytes("16 GiB").unwrap(), 16 << 30);
     }
 
     #[test]

@@ -153,7 +153,7 @@ impl StreamScanner {
         if self.finished {
             return out;
         }
-        let piece = (self.holdback + self.step).max(1024);
+        let piece = self.holdback.saturating_add(self.step).max(1024);
         let mut rest = chunk;
         while !rest.is_empty() {
             let mut cut = piece.min(rest.len());
@@ -283,7 +283,8 @@ impl StreamScanner {
         // Release up to the stable point, but not into a secret that may still be growing; the
         // buffer bound wins over that only for a "secret" longer than the buffer allows.
         let mut to = self.floor_boundary(stable_to);
-        let floor = self.floor_boundary(end.saturating_sub(4 * self.holdback + self.step));
+        let reach = self.holdback.saturating_mul(4).saturating_add(self.step);
+        let floor = self.floor_boundary(end.saturating_sub(reach));
         loop {
             let cut = found
                 .iter()
