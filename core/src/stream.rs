@@ -188,13 +188,19 @@ impl StreamScanner {
                         append(&mut out, self.push(&s));
                         break;
                     }
-                    Err(e) if e.error_len().is_some() => {
-                        let s = String::from_utf8_lossy(&self.partial).into_owned();
-                        self.partial.clear();
-                        append(&mut out, self.push(&s));
-                        break;
+                    Err(e) => {
+                        if let Some(n) = e.error_len() {
+                            // Only the invalid sequence becomes U+FFFD; the byte that ended it came
+                            // from `bytes` and starts over with the rest (as a whole-text decode does).
+                            let bad = e.valid_up_to() + n;
+                            let back = (self.partial.len() - bad).min(bytes.len() - rest.len());
+                            rest = &bytes[bytes.len() - rest.len() - back..];
+                            let s = String::from_utf8_lossy(&self.partial[..bad]).into_owned();
+                            self.partial.clear();
+                            append(&mut out, self.push(&s));
+                            break;
+                        }
                     }
-                    Err(_) => {}
                 }
             }
             if !self.partial.is_empty() {

@@ -266,3 +266,20 @@ fn huge_holdback_does_not_overflow() {
         assert_eq!(out.text, format!("{text}tail"));
     }
 }
+
+/// Found by the `stream` fuzz target: a cut UTF-8 prefix completed by a byte that starts a new
+/// sequence (`F0 9F 98 | E2 80 74`) swallowed that byte into the first U+FFFD, so the stream gave
+/// one replacement character more than a whole-text decode and its offsets ran ahead of the input.
+#[test]
+fn invalid_sequence_cut_between_pushes_decodes_like_the_whole_text() {
+    let g = guard();
+    let input: &[u8] = b"a \xf0\x9f\x98\xe2\x80tw \xf0\x9f\x98\x95 \xe2\x82\xac \xc3(x \xe2\x82";
+    let whole = String::from_utf8_lossy(input);
+    for cut in 0..=input.len() {
+        let (a, b) = input.split_at(cut);
+        let out = stream(&g, &[a, b]);
+        assert_eq!(out.text, whole, "cut at {cut}");
+    }
+    let bytes: Vec<&[u8]> = input.chunks(1).collect();
+    assert_eq!(stream(&g, &bytes).text, whole);
+}
