@@ -8,7 +8,7 @@
 use std::time::Instant;
 
 use featherguard_core::Embedder;
-use featherguard_onnx::mem::Rss;
+use featherguard_core::ProcStatus;
 use featherguard_onnx::{runtime, Arena, OnnxConfig, OnnxEmbedder};
 use featherguard_tokenize::TextTokenizer;
 use ort::session::builder::GraphOptimizationLevel;
@@ -24,10 +24,10 @@ fn mb(b: u64) -> f64 {
     b as f64 / 1e6
 }
 
-fn rss_json(r: Rss) -> String {
+fn rss_json(r: ProcStatus) -> String {
     format!(
         "{{\"total_mb\": {:.1}, \"anon_mb\": {:.1}, \"file_mb\": {:.1}}}",
-        mb(r.total),
+        mb(r.rss),
         mb(r.anon),
         mb(r.file)
     )
@@ -60,18 +60,18 @@ fn main() {
         arena,
         ..Default::default()
     };
-    let before = Rss::now();
+    let before = ProcStatus::read().unwrap_or_default();
     // The runtime library stays loaded for the process's lifetime (ort cannot unload it), so
     // unload is measured against the figure after the runtime is up and before the session exists.
     let lib = runtime::locate(None).unwrap();
     let (_, env) = runtime::init(&lib).unwrap();
-    let runtime_up = Rss::now();
+    let runtime_up = ProcStatus::read().unwrap_or_default();
     let e = OnnxEmbedder::new(config.clone());
     let t = Instant::now();
     e.load()
         .expect("load (run `cargo xtask setup --only onnx,models`)");
     let load_ms = t.elapsed().as_secs_f64() * 1e3;
-    let loaded = Rss::now();
+    let loaded = ProcStatus::read().unwrap_or_default();
 
     // Single prompt, ~25 tokens.
     let prompt = "Please summarize the attached quarterly report and list the three most important risks for our team.";
@@ -94,10 +94,10 @@ fn main() {
         n += chunk.len();
     }
     let per_s = n as f64 / t.elapsed().as_secs_f64();
-    featherguard_onnx::mem::trim_heap();
-    let after_many = Rss::now();
+    featherguard_core::release_free_heap();
+    let after_many = ProcStatus::read().unwrap_or_default();
     e.unload();
-    let unloaded = Rss::now();
+    let unloaded = ProcStatus::read().unwrap_or_default();
     // Bare session.run on the same tokens, same session options, separate session.
     let graph = e.prepare_graph().unwrap();
     let mut session = Session::builder(&env)

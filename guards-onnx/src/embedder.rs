@@ -4,7 +4,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Instant, SystemTime};
 
-use featherguard_core::{l2_normalize, EmbedError, Embedder, Embeddings, LoadStats, ModelId};
+use featherguard_core::{
+    l2_normalize, release_free_heap, EmbedError, Embedder, Embeddings, LoadStats, ModelId,
+    ProcStatus,
+};
 use featherguard_loader::{sha256_file, SafeTensorsFile};
 use featherguard_setup::{catalog, Component, Layout};
 use featherguard_tokenize::{Row, TextTokenizer, TokenizeError, WindowConfig};
@@ -13,7 +16,6 @@ use ort::session::{RunOptions, Session};
 use ort::value::TensorRef;
 
 use crate::export::{export_encoder, EncoderSpec, WordTable, OUTPUT, WORD_ROWS};
-use crate::mem::{trim_heap, Rss};
 use crate::runtime;
 
 /// Name the model reports in [`ModelId`].
@@ -261,7 +263,7 @@ impl OnnxEmbedder {
         }
         let files = self.files()?.clone();
         crate::mem::bound_heap_retention();
-        let before = Rss::now();
+        let before = ProcStatus::read().unwrap_or_default();
         let started = Instant::now();
         let library = runtime::locate(self.config.runtime.as_deref())?;
         let (_, env) = runtime::init(&library)?;
@@ -301,8 +303,8 @@ impl OnnxEmbedder {
                 self.model().dim
             )));
         }
-        trim_heap();
-        let after = Rss::now();
+        release_free_heap();
+        let after = ProcStatus::read().unwrap_or_default();
         let mut run_options = RunOptions::new().map_err(backend)?;
         if self.config.arena == Arena::Shrink {
             // Keeps the arena's speed within a call and gives its memory back after it.
@@ -321,7 +323,7 @@ impl OnnxEmbedder {
             loaded: true,
             loaded_at: Some(SystemTime::now()),
             load_time: started.elapsed(),
-            rss_delta_bytes: after.total as i64 - before.total as i64,
+            rss_delta_bytes: after.rss as i64 - before.rss as i64,
             loads: slot.stats.as_ref().map_or(0, |s| s.loads) + 1,
             provider,
         });
@@ -615,7 +617,7 @@ impl Embedder for OnnxEmbedder {
         let mut slot = self.lock();
         let was = slot.loaded.take().is_some();
         if was {
-            trim_heap();
+            release_free_heap();
             // The runtime stays mapped for the process (see `mem::page_out_libraries`); the
             // pages of it that loading and inference made resident are handed back until the
             // next load runs it again.
