@@ -3,12 +3,13 @@
 //! process, reload, the `[heavy] max_windows` bound, fail-open and fail-closed without a model.
 #![cfg(all(feature = "onnx", feature = "server"))]
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+mod common;
+
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::Server;
 use serde_json::Value;
 
 fn bin() -> Command {
@@ -16,9 +17,7 @@ fn bin() -> Command {
 }
 
 fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("fg-cli-govern-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+    common::tmp("govern", name)
 }
 
 fn config(name: &str, toml: &str) -> PathBuf {
@@ -237,86 +236,11 @@ fn diag_memory_reports_lazy_load_unload_and_reload() {
     );
 }
 
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    fn start(config: &std::path::Path, serve_args: &[&str]) -> Server {
-        // A port the kernel just handed out is free; the server binds it right after.
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut cmd = bin();
-        cmd.arg("--config")
-            .arg(config)
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .args(serve_args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let s = Server {
-            child: cmd.spawn().unwrap(),
-            port,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while s.get("/healthz").is_err() {
-            assert!(Instant::now() < deadline, "server did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        s
-    }
-
-    fn request(&self, method: &str, path: &str, body: &str) -> std::io::Result<(u16, String)> {
-        let mut c = TcpStream::connect(("127.0.0.1", self.port))?;
-        write!(
-            c,
-            "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )?;
-        let mut resp = String::new();
-        c.read_to_string(&mut resp)?;
-        let status = resp
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let body = resp.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-        // Chunked bodies (metrics) keep their chunk-size lines; the tests only search them.
-        Ok((status, body.to_string()))
-    }
-
-    fn get(&self, path: &str) -> std::io::Result<(u16, String)> {
-        self.request("GET", path, "")
-    }
-
-    fn json(&self, path: &str) -> Value {
-        let (_, body) = self.get(path).unwrap();
-        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
-    }
-
-    /// Resident memory of the server, read by this (other) process: (total, anon) in KiB.
-    fn rss_kib(&self) -> (u64, u64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|r| r.split_whitespace().next())
-                .and_then(|k| k.parse().ok())
-                .unwrap()
-        };
-        (field("VmRSS:"), field("RssAnon:"))
-    }
+/// `featherguard --config CONFIG serve ...` (see [`common::Server`]).
+fn start_server(config: &std::path::Path, serve_args: &[&str]) -> Server {
+    let mut cmd = bin();
+    cmd.arg("--config").arg(config);
+    Server::start(cmd, serve_args, tmp("serve.log"))
 }
 
 fn slot(stats: &Value) -> Value {
@@ -332,8 +256,8 @@ fn serve_loads_lazily_unloads_when_idle_and_reloads() {
         "idle.toml",
         "[heavy]\nidle_unload_secs = 1\ncascade = \"always\"\n",
     );
-    let s = Server::start(&cfg, &["--guards", "pattern,similarity"]);
-    let before = s.json("/v1/guards");
+    let s = start_server(&cfg, &["--guards", "pattern,similarity"]);
+    let before = s.json("/v1/guards").1;
     assert_eq!(slot(&before)["state"], "unloaded", "{before}");
     assert_eq!(slot(&before)["loads"], 0);
     // A pattern-only scan (warm rules, buffers) so the pre-load figure is a serving process.
@@ -355,7 +279,7 @@ fn serve_loads_lazily_unloads_when_idle_and_reloads() {
         )
         .unwrap();
     assert_eq!(status, 200, "{body}");
-    let loaded = s.json("/v1/guards");
+    let loaded = s.json("/v1/guards").1;
     let sl = slot(&loaded);
     assert_eq!(sl["state"], "loaded", "{loaded}");
     assert_eq!(sl["loads"], 1);
@@ -363,7 +287,7 @@ fn serve_loads_lazily_unloads_when_idle_and_reloads() {
     assert!(sl["rss_delta_bytes"].as_i64().unwrap() > 20 << 20, "{sl}");
     let (rss1, anon1) = s.rss_kib();
     assert!(anon1 > anon0 + (30 << 10), "{anon0} -> {anon1} KiB");
-    let ready = s.json("/readyz");
+    let ready = s.json("/readyz").1;
     assert!(
         ready["guards"]
             .as_array()
@@ -381,12 +305,12 @@ fn serve_loads_lazily_unloads_when_idle_and_reloads() {
     );
 
     let deadline = Instant::now() + Duration::from_secs(15);
-    while slot(&s.json("/v1/guards"))["state"] != "unloaded" {
+    while slot(&s.json("/v1/guards").1)["state"] != "unloaded" {
         assert!(Instant::now() < deadline, "not unloaded when idle");
         std::thread::sleep(Duration::from_millis(200));
     }
     let (rss2, anon2) = s.rss_kib();
-    let unloaded = slot(&s.json("/v1/guards"));
+    let unloaded = slot(&s.json("/v1/guards").1);
     assert_eq!(unloaded["unloads"], 1, "{unloaded}");
     // The session's anonymous memory comes back; the runtime library stays mapped (ort keeps it
     // for the process), so the total is compared with the loaded figure, anon with pre-load.
@@ -403,7 +327,7 @@ fn serve_loads_lazily_unloads_when_idle_and_reloads() {
         .request("POST", "/v1/scan", r#"{"text": "Recommend a good novel."}"#)
         .unwrap();
     assert_eq!(status, 200);
-    let again = slot(&s.json("/v1/guards"));
+    let again = slot(&s.json("/v1/guards").1);
     assert_eq!(
         (again["state"].as_str(), again["loads"].as_u64()),
         (Some("loaded"), Some(2)),
