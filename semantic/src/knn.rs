@@ -28,7 +28,8 @@ impl KnnScorer {
         q: &[f32],
         skip: impl Fn(usize) -> bool,
     ) -> KnnScore {
-        let k = self.k.max(1);
+        // `k` comes from a bank file (untrusted): more neighbours than exemplars means all of them.
+        let k = self.k.clamp(1, labels.len().max(1));
         let dim = q.len();
         // Top-k per class kept as small sorted vectors (k is small).
         let mut top: Vec<Vec<f32>> = vec![Vec::with_capacity(k + 1); classes];
@@ -90,6 +91,15 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn huge_k_from_a_bank_file_means_every_exemplar() {
+        let ex = [1.0, 0.0, 0.0, 1.0];
+        let huge = KnnScorer { k: usize::MAX }.score(&ex, &[0, 1], 2, &[0.0, 1.0], |_| false);
+        let all = KnnScorer { k: 2 }.score(&ex, &[0, 1], 2, &[0.0, 1.0], |_| false);
+        assert_eq!(huge, all);
+    }
+
     use super::*;
 
     #[test]
