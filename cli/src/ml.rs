@@ -224,7 +224,7 @@ fn files_check(args: &GuardArgs, guard: &'static str) -> Option<featherguard::Gu
     }))
 }
 
-#[cfg(not(feature = "onnx"))]
+#[cfg(all(feature = "torch", not(feature = "onnx")))]
 fn files_check(_args: &GuardArgs, _guard: &'static str) -> Option<featherguard::GuardCheck> {
     None
 }
