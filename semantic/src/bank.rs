@@ -183,7 +183,24 @@ impl Bank {
                 model.dim
             )));
         }
-        emb.as_slice::<f32>()?;
+        if model.dim == 0 {
+            return Err(invalid("model dim is 0".into()));
+        }
+        // A non-finite exemplar or cut point would turn every score it touches into NaN, which
+        // no threshold catches: a scan would silently pass.
+        if let Some(row) = emb
+            .as_slice::<f32>()?
+            .chunks_exact(model.dim)
+            .position(|v| v.iter().any(|x| !x.is_finite()))
+        {
+            return Err(invalid(format!(
+                "exemplar {row} has a NaN or infinite value"
+            )));
+        }
+        let c = &meta.calibration;
+        if c.flag_raw.is_nan() || c.block_raw.is_nan() {
+            return Err(invalid("a calibration cut point is NaN".into()));
+        }
         let labels: Vec<u16> = labels.as_slice::<u16>()?.to_vec();
         if let Some(bad) = labels.iter().find(|l| **l as usize >= meta.classes.len()) {
             return Err(invalid(format!("label {bad} has no class name")));
@@ -239,6 +256,22 @@ pub(crate) mod tests {
         std::fs::write(&p, b"garbage").unwrap();
         let err = Bank::open(&p).unwrap_err().to_string();
         assert!(err.contains("b.safetensors"), "{err}");
+    }
+
+    #[test]
+    fn non_finite_exemplars_are_refused_by_name() {
+        let mut bank = build_bank(&toy_set(), 2, "toy".into(), 0.05, 0.01).unwrap();
+        if let Vectors::Owned(v) = &mut bank.vectors {
+            v[3] = f32::NAN;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("nan.safetensors");
+        bank.save(&p).unwrap();
+        let err = Bank::open(&p).unwrap_err().to_string();
+        assert!(
+            err.contains("nan.safetensors") && err.contains("exemplar 1"),
+            "{err}"
+        );
     }
 
     #[test]
