@@ -378,8 +378,16 @@ impl Head {
         }
         let weight = w.as_slice::<f32>()?.to_vec();
         let bias = b.as_slice::<f32>()?.to_vec();
-        if weight.iter().chain(&bias).any(|x| !x.is_finite()) {
-            return Err(invalid("non-finite weights".into()));
+        // Inputs are unit vectors, so |logit| <= |w| * sqrt(dim) + |b|: with this bound no logit
+        // can overflow to infinity, whose softmax would be NaN and pass every threshold.
+        if weight
+            .iter()
+            .chain(&bias)
+            .any(|x| !x.is_finite() || x.abs() > MAX_WEIGHT)
+        {
+            return Err(invalid(format!(
+                "non-finite weights or weights beyond ±{MAX_WEIGHT}"
+            )));
         }
         Ok(Head {
             meta,
@@ -389,6 +397,9 @@ impl Head {
         })
     }
 }
+
+/// Largest weight or bias magnitude a head file may hold (trained heads stay below ~100).
+const MAX_WEIGHT: f32 = 1e6;
 
 /// Flags texts the head scores as attacks; the finding names the most likely attack family.
 pub struct HeadGuard {
@@ -449,6 +460,24 @@ impl Guard for HeadGuard {
 mod tests {
     use super::*;
     use crate::bank::tests::toy_set;
+
+    #[test]
+    fn weights_that_could_overflow_a_logit_are_refused() {
+        let opts = TrainOptions {
+            validation: 0.34,
+            ..Default::default()
+        };
+        let (mut head, _) = train_head(&toy_set(), opts, "toy".into()).unwrap();
+        head.weight[0] = 1e30;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("huge.safetensors");
+        head.save(&p).unwrap();
+        let err = Head::open(&p).unwrap_err().to_string();
+        assert!(
+            err.contains("huge.safetensors") && err.contains("weights"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn split_is_stratified_and_deterministic() {
