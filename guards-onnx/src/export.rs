@@ -14,26 +14,9 @@ use std::path::{Path, PathBuf};
 
 use featherguard_loader::{Dtype, Header};
 
+pub use featherguard_arch::{EncoderShape, EncoderSpec};
+
 use crate::proto::{node, tensor_external, tensor_inline, value_info, Attr, Dim, Elem, Msg};
-
-/// Architecture numbers the weights cannot tell (the rest is read from tensor shapes).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct EncoderSpec {
-    /// Attention heads per layer; must divide the hidden size.
-    pub heads: usize,
-    /// LayerNorm epsilon.
-    pub layer_norm_eps: f32,
-}
-
-impl Default for EncoderSpec {
-    /// all-MiniLM-L6-v2 (BERT config: 12 heads, eps 1e-12).
-    fn default() -> Self {
-        EncoderSpec {
-            heads: 12,
-            layer_norm_eps: 1e-12,
-        }
-    }
-}
 
 /// Why a checkpoint cannot be exported.
 #[derive(Debug, thiserror::Error)]
@@ -44,16 +27,6 @@ pub enum ExportError {
         path: PathBuf,
         problems: Vec<String>,
     },
-}
-
-/// Shapes read from the checkpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EncoderShape {
-    pub vocab: usize,
-    pub hidden: usize,
-    pub intermediate: usize,
-    pub layers: usize,
-    pub max_positions: usize,
 }
 
 /// The graph file bytes and the shape they encode.
@@ -72,7 +45,9 @@ pub fn export_encoder(
     let mut problems = Vec::new();
     let shape = read_shape(header, &mut problems);
     if let Some(s) = shape {
-        check_tensors(header, s, spec, &mut problems);
+        if let Err(m) = featherguard_arch::check(weights.to_owned(), header, s, spec) {
+            problems.extend(m.problems());
+        }
     }
     let shape = match (shape, problems.is_empty()) {
         (Some(s), true) => s,
@@ -240,6 +215,8 @@ fn read_shape(h: &Header, problems: &mut Vec<String>) -> Option<EncoderShape> {
                 intermediate: *intermediate,
                 layers,
                 max_positions: *max_positions,
+                // Not read: the graph adds token type 0's row, and BERT's 2-row table is required.
+                type_vocab: 2,
             })
         }
         _ => {
@@ -247,74 +224,6 @@ fn read_shape(h: &Header, problems: &mut Vec<String>) -> Option<EncoderShape> {
                 "cannot read the architecture: word embeddings {we:?}, positions {pe:?}, intermediate {inter:?}, {layers} layers"
             ));
             None
-        }
-    }
-}
-
-/// Every tensor the graph uses, with its expected shape.
-fn expected_tensors(s: EncoderShape) -> Vec<(String, Vec<usize>)> {
-    let (h, i) = (s.hidden, s.intermediate);
-    let mut v = vec![
-        (
-            "embeddings.word_embeddings.weight".to_string(),
-            vec![s.vocab, h],
-        ),
-        (
-            "embeddings.position_embeddings.weight".into(),
-            vec![s.max_positions, h],
-        ),
-        ("embeddings.token_type_embeddings.weight".into(), vec![2, h]),
-        ("embeddings.LayerNorm.weight".into(), vec![h]),
-        ("embeddings.LayerNorm.bias".into(), vec![h]),
-    ];
-    for l in 0..s.layers {
-        let p = format!("encoder.layer.{l}");
-        for (name, shape) in [
-            ("attention.self.query.weight", vec![h, h]),
-            ("attention.self.query.bias", vec![h]),
-            ("attention.self.key.weight", vec![h, h]),
-            ("attention.self.key.bias", vec![h]),
-            ("attention.self.value.weight", vec![h, h]),
-            ("attention.self.value.bias", vec![h]),
-            ("attention.output.dense.weight", vec![h, h]),
-            ("attention.output.dense.bias", vec![h]),
-            ("attention.output.LayerNorm.weight", vec![h]),
-            ("attention.output.LayerNorm.bias", vec![h]),
-            ("intermediate.dense.weight", vec![i, h]),
-            ("intermediate.dense.bias", vec![i]),
-            ("output.dense.weight", vec![h, i]),
-            ("output.dense.bias", vec![h]),
-            ("output.LayerNorm.weight", vec![h]),
-            ("output.LayerNorm.bias", vec![h]),
-        ] {
-            v.push((format!("{p}.{name}"), shape));
-        }
-    }
-    v
-}
-
-fn check_tensors(h: &Header, s: EncoderShape, spec: EncoderSpec, problems: &mut Vec<String>) {
-    if spec.heads == 0 || s.hidden % spec.heads != 0 {
-        problems.push(format!(
-            "{} heads do not divide hidden size {}",
-            spec.heads, s.hidden
-        ));
-    }
-    for (name, shape) in expected_tensors(s) {
-        match h.get(&name) {
-            None => problems.push(format!("{name}: missing")),
-            Some(t) if t.dtype != Dtype::F32 => {
-                problems.push(format!("{name}: dtype {} (need F32)", t.dtype))
-            }
-            Some(t) if t.shape != shape => {
-                problems.push(format!("{name}: shape {:?} (need {shape:?})", t.shape))
-            }
-            // f32 data must be 4-byte aligned in the file for the runtime to use it in place.
-            Some(t) if (h.data_start() + t.data_offsets.0) % 4 != 0 => problems.push(format!(
-                "{name}: data at file offset {} is not 4-byte aligned",
-                h.data_start() + t.data_offsets.0
-            )),
-            Some(_) => {}
         }
     }
 }
@@ -341,7 +250,10 @@ impl Graph<'_> {
 
     /// A checkpoint tensor as an external initializer (its name is the tensor's name).
     fn weight(&mut self, name: &str) -> String {
-        let t = self.header.get(name).expect("checked by check_tensors");
+        let t = self
+            .header
+            .get(name)
+            .expect("checked by featherguard_arch::check");
         let dims: Vec<i64> = t.shape.iter().map(|d| *d as i64).collect();
         let offset = (self.header.data_start() + t.data_offsets.0) as u64;
         let len = (t.data_offsets.1 - t.data_offsets.0) as u64;
@@ -376,13 +288,16 @@ impl Graph<'_> {
         self.op("Gemm", &[x, &w, &b], &[("transB", Attr::Int(1))], "gemm")
     }
 
-    fn layer_norm(&mut self, x: &str, prefix: &str, eps: f32) -> String {
+    fn layer_norm(&mut self, x: &str, prefix: &str, eps: f64) -> String {
         let g = self.weight(&format!("{prefix}.weight"));
         let b = self.weight(&format!("{prefix}.bias"));
         self.op(
             "LayerNormalization",
             &[x, &g, &b],
-            &[("axis", Attr::Int(-1)), ("epsilon", Attr::Float(eps))],
+            &[
+                ("axis", Attr::Int(-1)),
+                ("epsilon", Attr::Float(eps as f32)),
+            ],
             "ln",
         )
     }
@@ -546,8 +461,9 @@ mod tests {
             intermediate: 8,
             layers: 2,
             max_positions: 16,
+            type_vocab: 2,
         };
-        let tensors = expected_tensors(s);
+        let tensors = featherguard_arch::expected_tensors(s);
         let data: Vec<Vec<f32>> = tensors
             .iter()
             .map(|(_, sh)| vec![0.5; sh.iter().product()])

@@ -16,7 +16,6 @@
 //! libtorch is linked dynamically: the binary finds it through the run path its build script
 //! records (see `docs/torch.md`), else through `LD_LIBRARY_PATH`.
 
-pub mod arch;
 mod embedder;
 pub mod model;
 
@@ -24,8 +23,9 @@ use featherguard_core::EmbedError;
 use featherguard_loader::LoadError;
 use featherguard_tokenize::TokenizeError;
 
-pub use arch::{CheckpointMismatch, EncoderShape, EncoderSpec, Mismatch, Problem};
 pub use embedder::{CudaPrecision, Device, TorchConfig, TorchEmbedder, MODEL_NAME};
+pub use featherguard_arch as arch;
+pub use featherguard_arch::{CheckpointMismatch, EncoderShape, EncoderSpec, Mismatch, Problem};
 pub use featherguard_tokenize::{Overflow, WindowConfig};
 
 /// Command that installs the model files.

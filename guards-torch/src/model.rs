@@ -61,6 +61,8 @@ impl Encoder {
         device: tch::Device,
         kind: Kind,
     ) -> Result<Encoder, TorchError> {
+        // A wrong shape that reached a libtorch op would be a C++ exception at best, and a read
+        // past the end of the mapping at worst.
         arch::check(file.path().to_owned(), file.header(), shape, spec)?;
         // Re-checked here, not only in `check`: a file truncated since it was mapped must not be
         // handed to libtorch as if its bytes were there.

@@ -1,6 +1,7 @@
-//! The BERT/MiniLM architecture a checkpoint must match, checked in plain Rust before any
-//! tensor is handed to libtorch: a wrong shape that reached a libtorch op would be a C++
-//! exception at best, and a read past the end of a mapped buffer at worst.
+//! The BERT/MiniLM encoder that both ML backends run (the ONNX exporter and the libtorch
+//! forward pass): its sizes, and every tensor (name, dtype, shape, alignment) a safetensors
+//! checkpoint must hold for them. Both backends check a checkpoint here before using it, so a
+//! wrong file is refused with the same list of mismatching tensors whichever backend reads it.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -12,7 +13,7 @@ use featherguard_loader::{Dtype, Header};
 pub struct EncoderSpec {
     /// Attention heads per layer; must divide the hidden size.
     pub heads: usize,
-    /// LayerNorm epsilon.
+    /// LayerNorm epsilon (the ONNX graph stores it as f32).
     pub layer_norm_eps: f64,
 }
 
@@ -26,7 +27,7 @@ impl Default for EncoderSpec {
     }
 }
 
-/// Sizes of the encoder, read from the checkpoint.
+/// Sizes of the encoder, in elements (rows, columns, layers), as its weight tensors have them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EncoderShape {
     pub vocab: usize,
@@ -34,6 +35,7 @@ pub struct EncoderShape {
     pub intermediate: usize,
     pub layers: usize,
     pub max_positions: usize,
+    /// Rows of the token-type embedding table (BERT: 2).
     pub type_vocab: usize,
 }
 
@@ -92,7 +94,7 @@ impl fmt::Display for Mismatch {
 
 /// A checkpoint that cannot be the encoder: every mismatching tensor is listed, by name.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{}: not the expected BERT/MiniLM checkpoint:\n  {}", path.display(), list(config, mismatches))]
+#[error("{}: not the expected BERT/MiniLM checkpoint:\n  {}", path.display(), self.problems().join("\n  "))]
 pub struct CheckpointMismatch {
     pub path: PathBuf,
     /// Problems of the architecture as a whole (heads not dividing the hidden size).
@@ -100,13 +102,15 @@ pub struct CheckpointMismatch {
     pub mismatches: Vec<Mismatch>,
 }
 
-fn list(config: &Option<String>, m: &[Mismatch]) -> String {
-    config
-        .iter()
-        .cloned()
-        .chain(m.iter().map(ToString::to_string))
-        .collect::<Vec<_>>()
-        .join("\n  ")
+impl CheckpointMismatch {
+    /// One line per problem: the architecture's first, then each tensor's, in checking order.
+    pub fn problems(&self) -> Vec<String> {
+        self.config
+            .iter()
+            .cloned()
+            .chain(self.mismatches.iter().map(ToString::to_string))
+            .collect()
+    }
 }
 
 /// Every tensor the forward pass uses, with its expected shape, in a fixed order.
@@ -136,7 +140,7 @@ pub fn expected_tensors(s: EncoderShape) -> Vec<(String, Vec<usize>)> {
     v
 }
 
-/// Per-layer tensor names, in the order [`crate::model`] consumes them.
+/// Per-layer tensor names, prefixed by `encoder.layer.{l}.` in a checkpoint, in forward order.
 pub const LAYER_TENSORS: [&str; 16] = [
     "attention.self.query.weight",
     "attention.self.query.bias",
@@ -233,5 +237,66 @@ mod tests {
     fn minilm_has_101_tensors() {
         // 5 embedding tensors + 6 layers x 16.
         assert_eq!(expected_tensors(EncoderShape::MINILM_L6).len(), 101);
+    }
+
+    #[test]
+    fn every_problem_is_listed_config_first() {
+        use featherguard_loader::{serialize, TensorData};
+        let s = EncoderShape {
+            vocab: 10,
+            hidden: 4,
+            intermediate: 8,
+            layers: 1,
+            max_positions: 16,
+            type_vocab: 2,
+        };
+        let tensors = expected_tensors(s);
+        let data: Vec<Vec<f32>> = tensors
+            .iter()
+            .map(|(_, sh)| vec![0.5; sh.iter().product()])
+            .collect();
+        let list: Vec<TensorData<'_>> = tensors
+            .iter()
+            .zip(&data)
+            .filter(|((n, _), _)| n != "embeddings.LayerNorm.bias")
+            .map(|((n, sh), d)| {
+                let sh = if n == "encoder.layer.0.output.dense.weight" {
+                    &sh[..1]
+                } else {
+                    sh
+                };
+                TensorData::from_slice(n, Dtype::F32, sh, &d[..sh.iter().product()])
+            })
+            .collect();
+        let path = std::path::Path::new("tiny.safetensors");
+        let bytes = serialize(&list, &Default::default(), path).unwrap();
+        let header = Header::parse(path, &bytes).unwrap();
+        let err = check(
+            path.into(),
+            &header,
+            s,
+            EncoderSpec {
+                heads: 3,
+                layer_norm_eps: 1e-12,
+            },
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.problems(),
+            [
+                "3 heads do not divide hidden size 4",
+                "embeddings.LayerNorm.bias: missing",
+                "encoder.layer.0.output.dense.weight: shape [4], expected [4, 8]",
+            ]
+        );
+    }
+
+    #[test]
+    fn default_eps_is_the_same_number_in_f32() {
+        // The ONNX graph stores the epsilon as f32; going through f64 must not change its bits.
+        assert_eq!(
+            (EncoderSpec::default().layer_norm_eps as f32).to_bits(),
+            1e-12f32.to_bits()
+        );
     }
 }
