@@ -16,21 +16,7 @@ use featherguard::{Action, Config};
 use featherguard_loader::sha256_file;
 use serde_json::json;
 
-use crate::embed_cmd::{embedder, Backend, Bar};
-use crate::ml::DeviceArg;
-
-#[derive(Args, Debug, Clone)]
-pub struct EmbedOpts {
-    #[arg(long, value_enum, default_value_t = Backend::preferred())]
-    backend: Backend,
-    /// Texts per model call.
-    #[arg(long, default_value_t = 32)]
-    batch: usize,
-    #[arg(long, default_value_t = 1, value_name = "N")]
-    threads: usize,
-    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
-    device: DeviceArg,
-}
+use crate::embed_cmd::{Bar, EmbedOpts};
 
 #[derive(Subcommand, Debug)]
 pub enum BankCommand {
@@ -135,7 +121,7 @@ fn source_of(path: &Path) -> String {
 }
 
 fn embed_examples(examples: &[Example], o: &EmbedOpts) -> anyhow::Result<EmbeddedSet> {
-    let e = embedder(o.backend, o.threads, o.device)?;
+    let e = o.embedder()?;
     let mut bar = Bar::new("embedding");
     let mut progress = |d: usize, t: usize| bar.update(d, t);
     Ok(EmbeddedSet::embed(
@@ -196,6 +182,7 @@ pub fn run_train(a: &TrainArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Items of one crossval row, and how many of them each guard combination blocks.
 #[derive(Default, Clone, Copy)]
 struct Row {
     n: usize,
@@ -203,6 +190,41 @@ struct Row {
     similarity: usize,
     classifier: usize,
     all: usize,
+}
+
+impl Row {
+    /// One item, by which guards block it alone.
+    fn item(pattern: bool, sim: bool, cls: bool) -> Row {
+        Row {
+            n: 1,
+            pattern: usize::from(pattern),
+            similarity: usize::from(pattern || sim),
+            classifier: usize::from(pattern || cls),
+            all: usize::from(pattern || sim || cls),
+        }
+    }
+
+    fn print(&self, label: &str) {
+        let pct = |a: usize| 100.0 * a as f64 / self.n.max(1) as f64;
+        println!(
+            "{label:<34} {:>6} {:>8.1}% {:>11.1}% {:>11.1}% {:>8.1}%",
+            self.n,
+            pct(self.pattern),
+            pct(self.similarity),
+            pct(self.classifier),
+            pct(self.all)
+        );
+    }
+}
+
+impl std::ops::AddAssign for Row {
+    fn add_assign(&mut self, r: Row) {
+        self.n += r.n;
+        self.pattern += r.pattern;
+        self.similarity += r.similarity;
+        self.classifier += r.classifier;
+        self.all += r.all;
+    }
 }
 
 pub fn run_crossval(a: &CrossvalArgs, cfg: &Config) -> anyhow::Result<ExitCode> {
@@ -269,49 +291,24 @@ pub fn run_crossval(a: &CrossvalArgs, cfg: &Config) -> anyhow::Result<ExitCode> 
         } else {
             e.class.clone()
         };
-        let r = rows.entry(key).or_default();
-        r.n += 1;
-        r.pattern += usize::from(pattern);
-        r.similarity += usize::from(pattern || sim);
-        r.classifier += usize::from(pattern || cls);
-        r.all += usize::from(pattern || sim || cls);
+        *rows.entry(key).or_default() += Row::item(pattern, sim, cls);
         if let Some(w) = scores_out.as_mut() {
             let v = json!({"i": i, "class": e.class, "category": e.category, "pattern_block": pattern,
                 "similarity": oof.similarity[i], "classifier": oof.classifier[i], "fold": oof.fold[i]});
             writeln!(w, "{v}")?;
         }
     }
-    let pct = |a: usize, n: usize| 100.0 * a as f64 / n.max(1) as f64;
     println!(
         "{:<34} {:>6} {:>9} {:>12} {:>12} {:>9}",
         "family (blocked %)", "items", "pattern", "+similarity", "+classifier", "all"
     );
     let mut attack = Row::default();
     for (k, r) in &rows {
-        println!(
-            "{k:<34} {:>6} {:>8.1}% {:>11.1}% {:>11.1}% {:>8.1}%",
-            r.n,
-            pct(r.pattern, r.n),
-            pct(r.similarity, r.n),
-            pct(r.classifier, r.n),
-            pct(r.all, r.n)
-        );
+        r.print(k);
         if !k.starts_with("benign") {
-            attack.n += r.n;
-            attack.pattern += r.pattern;
-            attack.similarity += r.similarity;
-            attack.classifier += r.classifier;
-            attack.all += r.all;
+            attack += *r;
         }
     }
-    println!(
-        "{:<34} {:>6} {:>8.1}% {:>11.1}% {:>11.1}% {:>8.1}%",
-        "ALL ATTACKS",
-        attack.n,
-        pct(attack.pattern, attack.n),
-        pct(attack.similarity, attack.n),
-        pct(attack.classifier, attack.n),
-        pct(attack.all, attack.n)
-    );
+    attack.print("ALL ATTACKS");
     Ok(ExitCode::SUCCESS)
 }

@@ -1,7 +1,6 @@
 //! `featherguard embed`: print the embedding of each input (one JSON object per line).
 
-use std::io::{self, BufRead, BufReader, BufWriter, IsTerminal, Write};
-use std::path::PathBuf;
+use std::io::{self, BufRead, BufWriter, IsTerminal, Write};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,6 +10,7 @@ use clap::{Args, ValueEnum};
 use featherguard::Embedder;
 use serde_json::{json, Value};
 
+use crate::input::Inputs;
 use crate::ml::DeviceArg;
 
 /// Which runtime computes the embeddings. Both run all-MiniLM-L6-v2 from the same weights file and
@@ -31,6 +31,27 @@ impl Backend {
         } else {
             Backend::Torch
         }
+    }
+}
+
+/// How the ML commands that embed a corpus (`embed`, `bank build`, `train`, `crossval`) run the model.
+#[derive(Args, Debug, Clone)]
+pub struct EmbedOpts {
+    #[arg(long, value_enum, default_value_t = Backend::preferred())]
+    pub backend: Backend,
+    /// Texts per model call.
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub threads: usize,
+    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+    pub device: DeviceArg,
+}
+
+impl EmbedOpts {
+    /// The fp32 model on the chosen backend, with the default window bound.
+    pub fn embedder(&self) -> anyhow::Result<Arc<dyn Embedder>> {
+        embedder_with(self.backend, self.threads, self.device, None)
     }
 }
 
@@ -62,24 +83,12 @@ Each output line: {\"id\": ..., \"embedding\": [...], \"windows\": N, \"model\":
 For a text longer than one model window the embedding is the normalized mean of its windows.
 
 Examples:
-  featherguard embed \"hello world\" \"bonjour le monde\"
+  featherguard embed \"hello world\" \"bonjour le monde\"    id = position, from 0
   featherguard embed --input prompts.txt                 one text per line (id = line number)
   featherguard embed --jsonl --input items.jsonl         {\"id\": ..., \"text\": ...} per line")]
 pub struct EmbedArgs {
-    /// Texts to embed (id = position, from 0).
-    #[arg(value_name = "TEXT")]
-    texts: Vec<String>,
-
-    /// Read texts from a file, one per line (`-` = stdin).
-    #[arg(long, short, value_name = "PATH", conflicts_with = "texts")]
-    input: Option<PathBuf>,
-
-    /// Each line is a JSON object with `text`; its `id` is echoed.
-    #[arg(long)]
-    jsonl: bool,
-
-    #[arg(long, value_enum, default_value_t = Backend::preferred())]
-    backend: Backend,
+    #[command(flatten)]
+    inputs: Inputs,
 
     /// Which form of the model the onnx backend runs (int8: onnx only).
     #[arg(long, value_enum, default_value_t = PrecisionArg::Fp32)]
@@ -88,27 +97,12 @@ pub struct EmbedArgs {
     #[arg(long, short, value_enum, default_value_t = EmbedFormat::Json)]
     format: EmbedFormat,
 
-    /// Texts per model call.
-    #[arg(long, default_value_t = 32)]
-    batch: usize,
-
-    #[arg(long, default_value_t = 1, value_name = "N")]
-    threads: usize,
-
-    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
-    device: DeviceArg,
+    #[command(flatten)]
+    embed: EmbedOpts,
 }
 
-/// The embedder the CLI's ML commands share.
-pub fn embedder(
-    backend: Backend,
-    threads: usize,
-    device: DeviceArg,
-) -> anyhow::Result<Arc<dyn Embedder>> {
-    embedder_with(backend, threads, device, None)
-}
-
-/// [`embedder`] with a bound on windows per text.
+/// The embedder the CLI's ML commands share, with a bound on windows per text (`None`: the
+/// backend's default).
 pub fn embedder_with(
     backend: Backend,
     threads: usize,
@@ -118,6 +112,7 @@ pub fn embedder_with(
     if let Some(w) = windows {
         anyhow::ensure!(w.max_windows >= 1, "heavy.max_windows must be at least 1");
     }
+    let windows = window_config(windows);
     match backend {
         Backend::Onnx => onnx_embedder(threads, device, windows),
         Backend::Torch => torch_embedder(threads, device, windows),
@@ -149,7 +144,7 @@ fn window_config(bound: Option<WindowBound>) -> WindowConfig {
 fn onnx_embedder(
     threads: usize,
     device: DeviceArg,
-    windows: Option<WindowBound>,
+    windows: WindowConfig,
 ) -> anyhow::Result<Arc<dyn Embedder>> {
     use featherguard::onnx::{Device, OnnxConfig, OnnxEmbedder};
     let device = match device {
@@ -159,7 +154,7 @@ fn onnx_embedder(
     Ok(Arc::new(OnnxEmbedder::new(OnnxConfig {
         threads,
         device,
-        windows: window_config(windows),
+        windows,
         ..Default::default()
     })))
 }
@@ -168,7 +163,7 @@ fn onnx_embedder(
 fn onnx_embedder(
     _threads: usize,
     _device: DeviceArg,
-    _windows: Option<WindowBound>,
+    _windows: WindowConfig,
 ) -> anyhow::Result<Arc<dyn Embedder>> {
     anyhow::bail!(
         "--backend onnx needs a featherguard built with the `onnx` feature; this build has `--backend torch`"
@@ -179,7 +174,7 @@ fn onnx_embedder(
 fn torch_embedder(
     threads: usize,
     device: DeviceArg,
-    windows: Option<WindowBound>,
+    windows: WindowConfig,
 ) -> anyhow::Result<Arc<dyn Embedder>> {
     use featherguard::torch::{Device, TorchConfig, TorchEmbedder};
     let device = match device {
@@ -189,7 +184,7 @@ fn torch_embedder(
     Ok(Arc::new(TorchEmbedder::new(TorchConfig {
         threads: Some(threads),
         device,
-        windows: window_config(windows),
+        windows,
         ..Default::default()
     })))
 }
@@ -198,7 +193,7 @@ fn torch_embedder(
 fn torch_embedder(
     _threads: usize,
     _device: DeviceArg,
-    _windows: Option<WindowBound>,
+    _windows: WindowConfig,
 ) -> anyhow::Result<Arc<dyn Embedder>> {
     anyhow::bail!(
         "--backend torch needs a featherguard built with the `torch` feature (and libtorch: `featherguard setup --only torch`)"
@@ -244,7 +239,7 @@ impl Bar {
 pub fn run(args: &EmbedArgs) -> anyhow::Result<ExitCode> {
     let EmbedFormat::Json = args.format;
     let embedder: Arc<dyn Embedder> = match args.precision {
-        PrecisionArg::Fp32 => embedder(args.backend, args.threads, args.device)?,
+        PrecisionArg::Fp32 => args.embed.embedder()?,
         PrecisionArg::Int8 => int8_embedder(args)?,
     };
     let model = embedder.model().clone();
@@ -253,25 +248,17 @@ pub fn run(args: &EmbedArgs) -> anyhow::Result<ExitCode> {
         model: json!({ "name": model.name, "sha256": model.sha256, "dim": model.dim }),
         out: BufWriter::new(io::stdout().lock()),
         pending: Vec::new(),
-        batch: args.batch.max(1),
+        batch: args.embed.batch.max(1),
     };
-    if !args.texts.is_empty() {
-        for (i, t) in args.texts.iter().enumerate() {
+    if !args.inputs.texts.is_empty() {
+        for (i, t) in args.inputs.texts.iter().enumerate() {
             sink.push(json!(i), t.clone())?;
         }
     } else {
-        let reader: Box<dyn BufRead> = match args.input.as_deref() {
-            None => Box::new(io::stdin().lock()),
-            Some(p) if p.as_os_str() == "-" => Box::new(io::stdin().lock()),
-            Some(p) => Box::new(BufReader::new(
-                std::fs::File::open(p)
-                    .with_context(|| format!("{}: cannot open input", p.display()))?,
-            )),
-        };
         // Streamed: at most one batch of texts is held at a time.
-        for (n, line) in reader.lines().enumerate() {
+        for (n, line) in args.inputs.reader()?.lines().enumerate() {
             let line = line.with_context(|| format!("line {}: not valid UTF-8", n + 1))?;
-            if args.jsonl {
+            if args.inputs.jsonl {
                 if line.trim().is_empty() {
                     continue;
                 }
@@ -299,11 +286,11 @@ pub fn run(args: &EmbedArgs) -> anyhow::Result<ExitCode> {
 fn int8_embedder(args: &EmbedArgs) -> anyhow::Result<Arc<dyn Embedder>> {
     use featherguard::onnx::{OnnxConfig, OnnxEmbedder, Precision};
     anyhow::ensure!(
-        args.backend == Backend::Onnx,
+        args.embed.backend == Backend::Onnx,
         "--precision int8 is the int8 ONNX model: use it with --backend onnx"
     );
     Ok(Arc::new(OnnxEmbedder::new(OnnxConfig {
-        threads: args.threads,
+        threads: args.embed.threads,
         precision: Precision::Int8,
         ..Default::default()
     })))

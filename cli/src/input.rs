@@ -1,6 +1,48 @@
-//! Reading prompts one line at a time in bounded memory, whatever the input size.
+//! Where a command's texts come from (arguments, a file or stdin), and reading prompts one line
+//! at a time in bounded memory, whatever the input size.
 
-use std::io::{BufRead, ErrorKind};
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, ErrorKind};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Args;
+
+/// The texts of `scan` and `embed`: the TEXT arguments, else the lines of `--input` or stdin.
+#[derive(Args, Debug)]
+pub struct Inputs {
+    /// Texts, one result each, in order.
+    #[arg(value_name = "TEXT")]
+    pub texts: Vec<String>,
+
+    /// Read texts from a file, one per line (`-` = stdin).
+    #[arg(long, short, value_name = "PATH", conflicts_with = "texts")]
+    pub input: Option<PathBuf>,
+
+    /// Each line is a JSON object with a `text` field; its `id` is echoed (by `scan`, every other
+    /// field too).
+    #[arg(long)]
+    pub jsonl: bool,
+}
+
+impl Inputs {
+    /// The file named by `--input`; `None` for stdin (no `--input`, or `-`).
+    pub fn file(&self) -> Option<&Path> {
+        self.input.as_deref().filter(|p| p.as_os_str() != "-")
+    }
+
+    /// The lines to read when no TEXT is given: the `--input` file, else stdin.
+    pub fn reader(&self) -> anyhow::Result<Box<dyn BufRead>> {
+        Ok(match self.file() {
+            None => Box::new(io::stdin().lock()),
+            Some(p) => {
+                let f =
+                    File::open(p).with_context(|| format!("{}: cannot open input", p.display()))?;
+                Box::new(BufReader::with_capacity(256 * 1024, f))
+            }
+        })
+    }
+}
 
 /// One line of input, read up to a byte limit.
 pub struct Line {

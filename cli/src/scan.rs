@@ -1,15 +1,13 @@
 //! `featherguard scan`: verdicts for texts given as arguments, lines of a file, or JSONL records.
 
-use std::fs::File;
-use std::io::{self, BufRead, BufReader, BufWriter, Write};
-use std::path::PathBuf;
+use std::io::{self, BufRead, BufWriter, Write};
 use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
 use featherguard::{redact, Action, Config, Firewall, Input, Source, Verdict};
 use serde_json::{Map, Value};
 
-use crate::input::Lines;
+use crate::input::{Inputs, Lines};
 use crate::output::{verdict_json, write_text};
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -47,23 +45,14 @@ Examples:
   featherguard scan --redact \"my key is AKIAIOSFODNN7EXAMPLE\"   add the text with secrets/PII masked
   llm ... | featherguard scan --stream                        pass model output on as it is proven safe
 
-With no TEXT and no --input, prompts are read from stdin, one per line.")]
+With no TEXT and no --input, prompts are read from stdin, one per line. Memory stays bounded by
+`limits.max_input_bytes` per line, whatever the input size.")]
 pub struct ScanArgs {
     #[command(flatten)]
     guards: crate::ml::GuardArgs,
 
-    /// Texts to scan, one verdict each.
-    #[arg(value_name = "TEXT")]
-    texts: Vec<String>,
-
-    /// Read prompts from a file, one per line; `-` reads stdin. Memory stays bounded by
-    /// `limits.max_input_bytes` per line, whatever the file size.
-    #[arg(long, short, value_name = "PATH", conflicts_with = "texts")]
-    input: Option<PathBuf>,
-
-    /// Each line is a JSON object with a `text` field; other fields (e.g. `id`) are echoed back.
-    #[arg(long)]
-    jsonl: bool,
+    #[command(flatten)]
+    inputs: Inputs,
 
     /// Output format: `text` for people, `json` for one JSON object per input, in input order.
     #[arg(long, short, value_enum, default_value_t = Format::Text)]
@@ -174,11 +163,11 @@ impl<W: Write> Scanner<'_, W> {
                     continue;
                 }
             };
-            if self.args.jsonl {
+            if self.args.inputs.jsonl {
                 self.scan_record(line.number, text, line.full_len)?;
             } else {
                 let verdict = self.scan(text, line.full_len);
-                let echo = self.args.input.as_ref().map(|_| {
+                let echo = self.args.inputs.input.as_ref().map(|_| {
                     let mut m = Map::new();
                     m.insert("line".into(), line.number.into());
                     m
@@ -235,9 +224,9 @@ pub fn run(args: &ScanArgs, cfg: &Config) -> anyhow::Result<ExitCode> {
         },
     };
     let limit = cfg.limits.max_input_bytes;
-    if !args.texts.is_empty() {
-        for text in &args.texts {
-            if args.jsonl {
+    if !args.inputs.texts.is_empty() {
+        for text in &args.inputs.texts {
+            if args.inputs.jsonl {
                 s.scan_record(0, text, text.len() as u64)?;
             } else {
                 let v = s.scan(text, text.len() as u64);
@@ -245,16 +234,11 @@ pub fn run(args: &ScanArgs, cfg: &Config) -> anyhow::Result<ExitCode> {
             }
         }
     } else {
-        match args.input.as_deref() {
-            None => s.scan_lines(io::stdin().lock(), limit)?,
-            Some(p) if p.as_os_str() == "-" => s.scan_lines(io::stdin().lock(), limit)?,
-            Some(p) => {
-                let f = File::open(p)
-                    .map_err(|e| anyhow::anyhow!("{}: cannot open input: {e}", p.display()))?;
-                s.scan_lines(BufReader::with_capacity(256 * 1024, f), limit)
-                    .map_err(|e| anyhow::anyhow!("{}: {e:#}", p.display()))?
-            }
-        }
+        s.scan_lines(args.inputs.reader()?, limit)
+            .map_err(|e| match args.inputs.file() {
+                Some(p) => anyhow::anyhow!("{}: {e:#}", p.display()),
+                None => e,
+            })?;
     }
     s.out.flush()?;
     Ok(if s.outcome.errors {
