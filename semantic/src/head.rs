@@ -9,7 +9,7 @@ use featherguard_core::{Embedder, Finding, Guard, GuardError, Input, ModelId};
 use featherguard_loader::{write_safetensors, Dtype, TensorData};
 use serde::{Deserialize, Serialize};
 
-use crate::findings::{check_model, clone_err, scan_with, WindowScore};
+use crate::findings::{scan_one, scan_with, Scoring, WindowScore};
 use crate::knn::dot;
 use crate::meta::{model_metadata, open_featherguard_file, today_utc};
 use crate::{Calibration, EmbeddedSet, SemanticError, BENIGN};
@@ -430,27 +430,21 @@ impl Guard for HeadGuard {
     }
 
     fn scan(&self, input: &Input<'_>) -> Result<Vec<Finding>, GuardError> {
-        self.scan_batch(std::slice::from_ref(input))
-            .pop()
-            .unwrap_or(Ok(Vec::new()))
+        scan_one(self, input)
     }
 
     fn scan_batch(&self, inputs: &[Input<'_>]) -> Vec<Result<Vec<Finding>, GuardError>> {
         let meta = self.head.meta();
-        if let Err(e) = check_model(
-            &self.name,
-            self.embedder.as_ref(),
-            &meta.model,
-            "classifier head",
-        ) {
-            return inputs.iter().map(|_| Err(clone_err(&e))).collect();
-        }
         scan_with(
             &self.name,
             self.embedder.as_ref(),
             inputs,
-            &meta.classes,
-            &meta.calibration,
+            Scoring {
+                what: "classifier head",
+                model: &meta.model,
+                classes: &meta.classes,
+                calibration: &meta.calibration,
+            },
             |w| Ok(raw_score(&self.head.weight, &self.head.bias, w)),
         )
     }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use featherguard_core::{Embedder, Finding, Guard, GuardError, Input};
 
-use crate::findings::{check_model, scan_with, WindowScore};
+use crate::findings::{scan_one, scan_with, Scoring, WindowScore};
 use crate::knn::KnnScorer;
 use crate::Bank;
 
@@ -42,24 +42,11 @@ impl Guard for SimilarityGuard {
     }
 
     fn scan(&self, input: &Input<'_>) -> Result<Vec<Finding>, GuardError> {
-        self.scan_batch(std::slice::from_ref(input))
-            .pop()
-            .unwrap_or(Ok(Vec::new()))
+        scan_one(self, input)
     }
 
     fn scan_batch(&self, inputs: &[Input<'_>]) -> Vec<Result<Vec<Finding>, GuardError>> {
         let meta = self.bank.meta();
-        if let Err(e) = check_model(
-            &self.name,
-            self.embedder.as_ref(),
-            &meta.model,
-            "exemplar bank",
-        ) {
-            return inputs
-                .iter()
-                .map(|_| Err(crate::findings::clone_err(&e)))
-                .collect();
-        }
         let scorer = KnnScorer { k: meta.k };
         let labels = self.bank.labels();
         let classes = meta.classes.len();
@@ -67,8 +54,12 @@ impl Guard for SimilarityGuard {
             &self.name,
             self.embedder.as_ref(),
             inputs,
-            &meta.classes,
-            &meta.calibration,
+            Scoring {
+                what: "exemplar bank",
+                model: &meta.model,
+                classes: &meta.classes,
+                calibration: &meta.calibration,
+            },
             |w| {
                 let vectors = self.bank.vectors().map_err(|e| GuardError::Backend {
                     guard: self.name.clone(),

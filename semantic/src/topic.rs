@@ -3,10 +3,10 @@
 
 use std::sync::{Arc, Mutex};
 
-use featherguard_core::{Embedder, Family, Finding, Guard, GuardError, Input, Severity, Span};
+use featherguard_core::{Embedder, Family, Finding, Guard, GuardError, Input};
 use serde::{Deserialize, Serialize};
 
-use crate::findings::clone_err;
+use crate::findings::{fail_all, scan_one, text_finding};
 use crate::knn::dot;
 
 /// One topic: a name for findings and texts that describe it.
@@ -101,19 +101,7 @@ impl TopicGuard {
     }
 
     fn finding(&self, rule: String, score: f32, len: usize) -> Finding {
-        Finding {
-            rule: Arc::from(rule),
-            family: self.config.family,
-            severity: if score >= crate::BLOCK_SCORE {
-                Severity::High
-            } else {
-                Severity::Medium
-            },
-            score,
-            span: Span::new(0, len),
-            guard: Arc::from(self.name.as_str()),
-            view: None,
-        }
+        text_finding(&self.name, rule, self.config.family, score, len)
     }
 }
 
@@ -135,9 +123,7 @@ impl Guard for TopicGuard {
     }
 
     fn scan(&self, input: &Input<'_>) -> Result<Vec<Finding>, GuardError> {
-        self.scan_batch(std::slice::from_ref(input))
-            .pop()
-            .unwrap_or(Ok(Vec::new()))
+        scan_one(self, input)
     }
 
     fn scan_batch(&self, inputs: &[Input<'_>]) -> Vec<Result<Vec<Finding>, GuardError>> {
@@ -151,7 +137,7 @@ impl Guard for TopicGuard {
         });
         let (v, emb) = match prepared {
             Ok(x) => x,
-            Err(e) => return inputs.iter().map(|_| Err(clone_err(&e))).collect(),
+            Err(e) => return fail_all(inputs, &e),
         };
         let c = &self.config;
         (0..inputs.len())
