@@ -35,7 +35,8 @@ pub use file::{SafeTensorsFile, TensorView};
 pub use header::{Header, TensorInfo, MAX_HEADER_LEN};
 pub use index::{ShardIndex, MAX_INDEX_LEN};
 pub use materialize::{
-    MaterializeOptions, Materialized, OwnedTensor, OwnedTensorMut, SourceRead, TENSOR_ALIGN,
+    MaterializeOptions, Materialized, OwnedTensor, OwnedTensorMut, Prefault, SourceRead,
+    TENSOR_ALIGN,
 };
 pub use report::{LoadMethod, LoadReport};
 pub use resolve::{CheckpointSource, HfCache};

@@ -1,20 +1,22 @@
 //! Owned, aligned copies of selected tensors, made in parallel.
 //!
 //! All selected tensors go into one anonymous arena (64-byte aligned per tensor, 2 MiB-aligned
-//! overall so transparent huge pages can back it). The work is cut into chunks of at most
-//! `chunk_bytes` of source; worker threads claim chunks in file order and fault in their
-//! destination range in one call (`MADV_POPULATE_WRITE`), then either `pread` into it (the
+//! overall so transparent huge pages can back it). The arena is cut into aligned windows of
+//! `chunk_bytes`, so every huge page belongs to exactly one window; worker threads claim windows
+//! in file order and fault in each window's destination in one call (`MADV_POPULATE_WRITE`),
+//! then either `pread` into it (the
 //! default: source pages never enter this process) or copy out of the mapping and drop the
 //! consumed source pages (`MADV_DONTNEED`; the page cache keeps the data). Either way resident
 //! memory stays near one copy of the selection. On the machines measured, faulting in fresh
 //! destination memory, not copying, is the dominant cost (see docs/loader.md).
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
-use std::time::Instant;
+use std::sync::{Barrier, Mutex};
+use std::time::{Duration, Instant};
 
 use memmap2::UncheckedAdvice;
 
@@ -24,7 +26,7 @@ use crate::dtype::{cast_slice, cast_slice_mut, Element};
 use crate::file::{cast_error, SafeTensorsFile, TensorView};
 use crate::header::TensorInfo;
 use crate::report::{LoadMethod, LoadReport};
-use crate::sys::Arena;
+use crate::sys::{Arena, HUGE_PAGE};
 use crate::{Dtype, LoadError};
 
 /// Alignment of every materialized tensor, in bytes (a cache line; enough for AVX-512 loads).
@@ -44,6 +46,19 @@ pub enum SourceRead {
     Mmap,
 }
 
+/// When destination memory is faulted in (first touch of fresh anonymous memory, which the
+/// kernel zeroes, is the dominant cost of a materialization; see docs/loader.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prefault {
+    /// Not explicitly: the copy faults each page in as it first writes it.
+    Lazy,
+    /// Each worker faults in a window's destination (`MADV_POPULATE_WRITE`) right before copying
+    /// into it, so one thread's faulting overlaps another's copying.
+    PerWindow,
+    /// All workers first fault in the whole destination (equal 2 MiB-aligned shares), then copy.
+    UpFront,
+}
+
 /// How to materialize.
 #[derive(Debug, Clone)]
 pub struct MaterializeOptions {
@@ -56,15 +71,16 @@ pub struct MaterializeOptions {
     pub convert: Option<Dtype>,
     /// Ask for transparent huge pages on the destination (`MADV_HUGEPAGE`).
     pub huge_pages: bool,
-    /// Fault in each destination chunk with `MADV_POPULATE_WRITE` before copying into it.
-    pub prefault: bool,
-    /// Drop consumed source pages from this process (`MADV_DONTNEED`) as chunks complete.
+    /// When destination memory is faulted in.
+    pub prefault: Prefault,
+    /// Drop consumed source pages from this process (`MADV_DONTNEED`) as pieces complete.
     pub release_source: bool,
-    /// Fault in each source chunk with `MADV_POPULATE_READ` before copying from it.
+    /// Fault in each piece's source with `MADV_POPULATE_READ` before copying from it.
     pub populate_source: bool,
-    /// Largest unit of work, in source bytes.
+    /// Unit of work, in destination bytes: the arena is cut at multiples of this (rounded up to
+    /// a multiple of 8, so no element straddles two windows).
     pub chunk_bytes: usize,
-    /// Chunks of readahead (`POSIX_FADV_WILLNEED` / `MADV_WILLNEED`) issued ahead of the chunk
+    /// Windows of readahead (`POSIX_FADV_WILLNEED` / `MADV_WILLNEED`) issued ahead of the window
     /// being copied, so a cold disk streams while destination memory is faulted in; 0 disables.
     pub readahead_chunks: usize,
     /// Record page-cache residency of the source files (via `mincore`) in the report.
@@ -78,7 +94,7 @@ impl Default for MaterializeOptions {
             threads: 0,
             convert: None,
             huge_pages: true,
-            prefault: true,
+            prefault: Prefault::PerWindow,
             release_source: true,
             populate_source: false,
             chunk_bytes: 4 << 20,
@@ -244,16 +260,32 @@ struct Job<'a> {
     dst_offset: usize,
 }
 
-struct Chunk {
+/// The part of one tensor that falls into a window.
+struct Piece {
     job: usize,
     /// Element range within the tensor.
     elems: (usize, usize),
 }
 
+/// One unit of work: an aligned window of the arena and the tensor pieces inside it.
+struct Window {
+    /// Destination byte range actually written (first piece's start to last piece's end).
+    dst: Range<usize>,
+    /// Indices into the piece list.
+    pieces: Range<usize>,
+}
+
+/// Seconds summed over workers: faulting in destination memory, and reading/converting.
+#[derive(Default)]
+struct Phases {
+    fault: Duration,
+    copy: Duration,
+}
+
 /// The arena's base pointer, shareable across workers that write disjoint ranges.
 #[derive(Clone, Copy)]
 struct Dest(*mut u8);
-// SAFETY: workers only write disjoint chunk ranges; the arena outlives the thread scope.
+// SAFETY: workers only write disjoint window ranges; the arena outlives the thread scope.
 unsafe impl Send for Dest {}
 // SAFETY: see Send.
 unsafe impl Sync for Dest {}
@@ -340,9 +372,12 @@ impl Checkpoint {
             bytes: offset as u64,
             cause: e,
         })?;
-        let chunks = plan_chunks(&jobs, opts.chunk_bytes.max(TENSOR_ALIGN));
-        let threads = effective_threads(opts.threads).min(chunks.len()).max(1);
-        run_chunks(&jobs, &chunks, &arena, threads, opts)?;
+        let spans = jobs
+            .iter()
+            .map(|j| (j.dst_offset, j.info.num_elements(), j.to.size()));
+        let (pieces, windows) = plan_windows(spans, opts.chunk_bytes.max(1).next_multiple_of(8));
+        let threads = effective_threads(opts.threads).min(windows.len()).max(1);
+        let phases = run_windows(&jobs, &pieces, &windows, &arena, threads, opts)?;
 
         let tensors: Vec<OwnedMeta> = jobs
             .iter()
@@ -374,6 +409,8 @@ impl Checkpoint {
         report.output_bytes = tensors.iter().map(|t| t.len as u64).sum();
         report.threads = threads;
         report.huge_pages = arena.huge_pages();
+        report.fault_secs = phases.fault.as_secs_f64();
+        report.copy_secs = phases.copy.as_secs_f64();
         report.page_cache_resident = probe;
         report.log();
         Ok(Materialized {
@@ -395,50 +432,97 @@ fn residency(files: &[&SafeTensorsFile]) -> Result<f64, LoadError> {
     Ok(if total > 0.0 { resident / total } else { 1.0 })
 }
 
-fn plan_chunks(jobs: &[Job<'_>], chunk_bytes: usize) -> Vec<Chunk> {
-    let mut chunks = Vec::new();
-    for (ji, job) in jobs.iter().enumerate() {
-        let n = job.info.num_elements();
-        let per = (chunk_bytes / job.info.dtype.size()).max(1);
-        let mut start = 0;
-        while start < n {
-            let end = (start + per).min(n);
-            chunks.push(Chunk {
+/// Cuts the arena into windows at multiples of `window` bytes (a multiple of 8, hence of every
+/// element size: tensors start 64-byte aligned, so no element straddles a window boundary).
+/// `spans` gives each job's (destination offset, element count, destination element size), in
+/// increasing offset order. Windows without tensor bytes are skipped.
+fn plan_windows(
+    spans: impl Iterator<Item = (usize, usize, usize)>,
+    window: usize,
+) -> (Vec<Piece>, Vec<Window>) {
+    let mut pieces = Vec::new();
+    let mut windows: Vec<Window> = Vec::new();
+    for (ji, (start, n, size)) in spans.enumerate() {
+        let mut e = 0;
+        while e < n {
+            let at = start + e * size;
+            let window_start = at - at % window;
+            let end = n.min((window_start + window - start) / size);
+            pieces.push(Piece {
                 job: ji,
-                elems: (start, end),
+                elems: (e, end),
             });
-            start = end;
+            let dst = at..start + end * size;
+            match windows.last_mut() {
+                Some(w) if w.dst.start >= window_start => {
+                    w.dst.end = dst.end;
+                    w.pieces.end = pieces.len();
+                }
+                _ => windows.push(Window {
+                    dst,
+                    pieces: pieces.len() - 1..pieces.len(),
+                }),
+            }
+            e = end;
         }
     }
-    chunks
+    (pieces, windows)
 }
 
-fn run_chunks(
+fn run_windows(
     jobs: &[Job<'_>],
-    chunks: &[Chunk],
+    pieces: &[Piece],
+    windows: &[Window],
     arena: &Arena,
     threads: usize,
     opts: &MaterializeOptions,
-) -> Result<(), LoadError> {
+) -> Result<Phases, LoadError> {
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
     let first_error: Mutex<Option<(usize, LoadError)>> = Mutex::new(None);
+    let phases = Mutex::new(Phases::default());
+    let barrier = Barrier::new(threads);
     let dest = Dest(arena.as_ptr());
     let ahead = opts.readahead_chunks;
-    if ahead > 0 {
-        for chunk in chunks.iter().take(ahead) {
-            readahead(&jobs[chunk.job], chunk, opts);
+    let window_readahead = |w: &Window| {
+        for piece in &pieces[w.pieces.clone()] {
+            readahead(&jobs[piece.job], piece, opts);
         }
+    };
+    if ahead > 0 {
+        windows.iter().take(ahead).for_each(window_readahead);
     }
-    let worker = || {
+    let worker = |me: usize| {
+        let mut mine = Phases::default();
+        if opts.prefault == Prefault::UpFront {
+            let t = Instant::now();
+            let share = arena.len().div_ceil(threads).next_multiple_of(HUGE_PAGE);
+            let begin = (me * share).min(arena.len());
+            let end = (begin + share).min(arena.len());
+            // SAFETY: shares are disjoint and in bounds, and no worker writes before the barrier.
+            unsafe { arena.prefault(begin, end - begin) };
+            mine.fault += t.elapsed();
+            barrier.wait();
+        }
         let mut stage = Vec::new();
         while !failed.load(Ordering::Relaxed) {
             let i = next.fetch_add(1, Ordering::Relaxed);
-            let Some(chunk) = chunks.get(i) else { break };
-            if let Some(later) = chunks.get(i + ahead).filter(|_| ahead > 0) {
-                readahead(&jobs[later.job], later, opts);
+            let Some(window) = windows.get(i) else { break };
+            if let Some(later) = windows.get(i + ahead).filter(|_| ahead > 0) {
+                window_readahead(later);
             }
-            if let Err(e) = run_chunk(&jobs[chunk.job], chunk, arena, dest, opts, &mut stage) {
+            if opts.prefault == Prefault::PerWindow {
+                let t = Instant::now();
+                // SAFETY: windows are disjoint and in bounds; this worker owns this one.
+                unsafe { arena.prefault(window.dst.start, window.dst.len()) };
+                mine.fault += t.elapsed();
+            }
+            let t = Instant::now();
+            let result = pieces[window.pieces.clone()]
+                .iter()
+                .try_for_each(|p| run_piece(&jobs[p.job], p, arena, dest, opts, &mut stage));
+            mine.copy += t.elapsed();
+            if let Err(e) = result {
                 failed.store(true, Ordering::Relaxed);
                 let mut slot = first_error.lock().unwrap_or_else(|p| p.into_inner());
                 if slot.as_ref().is_none_or(|(j, _)| i < *j) {
@@ -446,36 +530,39 @@ fn run_chunks(
                 }
             }
         }
+        let mut all = phases.lock().unwrap_or_else(|p| p.into_inner());
+        all.fault += mine.fault;
+        all.copy += mine.copy;
     };
     if threads <= 1 {
-        worker();
+        worker(0);
     } else {
         std::thread::scope(|s| {
-            for _ in 1..threads {
-                s.spawn(worker);
+            for me in 1..threads {
+                s.spawn(move || worker(me));
             }
-            worker();
+            worker(0);
         });
     }
     match first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
         Some((_, e)) => Err(e),
-        None => Ok(()),
+        None => Ok(phases.into_inner().unwrap_or_else(|p| p.into_inner())),
     }
 }
 
-/// Absolute file offset and length of a chunk's source bytes.
-fn src_range(job: &Job<'_>, chunk: &Chunk) -> (usize, usize) {
+/// Absolute file offset and length of a piece's source bytes.
+fn src_range(job: &Job<'_>, piece: &Piece) -> (usize, usize) {
     let size = job.info.dtype.size();
     let (tensor_begin, _) = job.file.data_range(job.info);
     (
-        tensor_begin + chunk.elems.0 * size,
-        (chunk.elems.1 - chunk.elems.0) * size,
+        tensor_begin + piece.elems.0 * size,
+        (piece.elems.1 - piece.elems.0) * size,
     )
 }
 
-/// Advisory readahead of a chunk's source; failures only lose the overlap.
-fn readahead(job: &Job<'_>, chunk: &Chunk, opts: &MaterializeOptions) {
-    let (start, len) = src_range(job, chunk);
+/// Advisory readahead of a piece's source; failures only lose the overlap.
+fn readahead(job: &Job<'_>, piece: &Piece, opts: &MaterializeOptions) {
+    let (start, len) = src_range(job, piece);
     let _ = match opts.read {
         SourceRead::Pread => {
             crate::sys::fadvise_willneed(job.file.raw_file(), start as u64, len as u64)
@@ -487,26 +574,22 @@ fn readahead(job: &Job<'_>, chunk: &Chunk, opts: &MaterializeOptions) {
     };
 }
 
-fn run_chunk(
+fn run_piece(
     job: &Job<'_>,
-    chunk: &Chunk,
+    piece: &Piece,
     arena: &Arena,
     dest: Dest,
     opts: &MaterializeOptions,
     stage: &mut Vec<u8>,
 ) -> Result<(), LoadError> {
     let (from, to) = (job.info.dtype, job.to);
-    let (e0, e1) = chunk.elems;
-    let (src_start, src_len) = src_range(job, chunk);
+    let (e0, e1) = piece.elems;
+    let (src_start, src_len) = src_range(job, piece);
     let dst_start = job.dst_offset + e0 * to.size();
     let dst_len = (e1 - e0) * to.size();
     debug_assert!(dst_start + dst_len <= arena.len());
 
-    if opts.prefault {
-        // SAFETY: this chunk's destination range is in bounds and owned by this worker.
-        unsafe { arena.prefault(dst_start, dst_len) };
-    }
-    // SAFETY: chunks partition every tensor's destination range and tensors do not overlap, so
+    // SAFETY: pieces partition every tensor's destination range and tensors do not overlap, so
     // no other thread reads or writes these bytes while the scope runs.
     let dst = unsafe { std::slice::from_raw_parts_mut(dest.0.add(dst_start), dst_len) };
     if opts.read == SourceRead::Pread {
@@ -528,7 +611,7 @@ fn run_chunk(
             read(dst, src_start)?;
         } else {
             // Convert through a small staging block that stays in L2, instead of reading the
-            // whole chunk first and converting it back out of L3/DRAM.
+            // whole piece first and converting it back out of L3/DRAM.
             let elems_per_block = (STAGE_BYTES / from.size()).max(1);
             stage.resize(elems_per_block * from.size(), 0);
             let (mut e, end) = (0, e1 - e0);
@@ -559,4 +642,60 @@ fn run_chunk(
             unsafe { map.unchecked_advise_range(UncheckedAdvice::DontNeed, src_start, src_len) };
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every tensor byte is in exactly one piece, pieces lie inside their window, and no window
+    /// (hence no huge page, for windows that are multiples of it) is split between two.
+    fn check(spans: &[(usize, usize, usize)], window: usize) -> usize {
+        let (pieces, windows) = plan_windows(spans.iter().copied(), window);
+        let mut covered = vec![0usize; spans.len()];
+        let mut last_window = None;
+        for w in &windows {
+            let k = w.dst.start / window;
+            assert_eq!((w.dst.end - 1) / window, k, "window crosses a boundary");
+            assert!(last_window < Some(k), "two units share aligned window {k}");
+            last_window = Some(k);
+            let mut at = w.dst.start;
+            for p in &pieces[w.pieces.clone()] {
+                let (start, _, size) = spans[p.job];
+                assert!(p.elems.0 < p.elems.1);
+                assert_eq!(covered[p.job], p.elems.0, "pieces of a tensor are in order");
+                covered[p.job] = p.elems.1;
+                let (b, e) = (start + p.elems.0 * size, start + p.elems.1 * size);
+                assert!(b >= at && e <= w.dst.end);
+                at = e;
+            }
+            assert_eq!(at, w.dst.end);
+        }
+        for (job, &(_, n, _)) in spans.iter().enumerate() {
+            assert_eq!(covered[job], n, "tensor {job} fully covered");
+        }
+        windows.len()
+    }
+
+    #[test]
+    fn windows_are_aligned_and_partition_the_tensors() {
+        // A layer of the synthetic checkpoint: 16 MiB, 16 MiB, 6 MiB, then an 8 KiB norm that
+        // pushes every later tensor off 2 MiB alignment.
+        let sizes = [(1 << 22, 4), (1 << 23, 2), (3 << 20, 2), (2048, 4)];
+        let mut spans = Vec::new();
+        let mut offset = 0;
+        for _ in 0..3 {
+            for (n, size) in sizes {
+                offset = usize::next_multiple_of(offset, TENSOR_ALIGN);
+                spans.push((offset, n, size));
+                offset += n * size;
+            }
+        }
+        let windows = check(&spans, 4 << 20);
+        assert_eq!(windows, offset.div_ceil(4 << 20));
+        // Small windows split tensors; tiny and empty tensors share or skip windows.
+        check(&[(0, 15, 4), (64, 0, 4), (64, 4, 2), (128, 3, 8)], 8);
+        check(&[(0, 15, 4), (64, 0, 4), (64, 4, 2), (128, 3, 8)], 64);
+        assert_eq!(check(&[(0, 0, 4)], 64), 0);
+    }
 }

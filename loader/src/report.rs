@@ -35,6 +35,11 @@ pub struct LoadReport {
     pub huge_pages: bool,
     /// Fraction (0..=1) of the files' pages in the page cache before the operation, when probed.
     pub page_cache_resident: Option<f64>,
+    /// Seconds spent faulting in destination memory ahead of the copy, summed over threads
+    /// (0 for `Mapped`, and with lazy prefaulting, where faults happen inside the copy).
+    pub fault_secs: f64,
+    /// Seconds spent reading/copying/converting into the destination, summed over threads.
+    pub copy_secs: f64,
 }
 
 impl LoadReport {
@@ -58,6 +63,8 @@ impl LoadReport {
             threads: 1,
             huge_pages: false,
             page_cache_resident: None,
+            fault_secs: 0.0,
+            copy_secs: 0.0,
         }
     }
 
@@ -73,6 +80,8 @@ impl LoadReport {
             threads = self.threads,
             huge_pages = self.huge_pages,
             page_cache_resident = ?self.page_cache_resident,
+            fault_ms = self.fault_secs * 1e3,
+            copy_ms = self.copy_secs * 1e3,
             "safetensors load"
         );
     }

@@ -6,7 +6,7 @@ use std::os::fd::AsRawFd;
 use std::ptr::NonNull;
 
 /// Huge-page size the arena aligns to (x86-64 and aarch64 PMD size with 4 KiB pages).
-const HUGE_PAGE: usize = 2 << 20;
+pub(crate) const HUGE_PAGE: usize = 2 << 20;
 
 pub(crate) fn page_size() -> usize {
     // SAFETY: sysconf has no preconditions.

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use common::{bf16_bits, sharded, small_file, values};
 use featherguard_loader::{
     serialize, sha256_file, Checkpoint, CheckpointSource, Dtype, HfCache, LoadError, LoadMethod,
-    Manifest, MaterializeOptions, OpenOptions, SafeTensorsFile, SourceRead, TensorData,
+    Manifest, MaterializeOptions, OpenOptions, Prefault, SafeTensorsFile, SourceRead, TensorData,
     TENSOR_ALIGN,
 };
 
@@ -147,15 +147,18 @@ fn materialize_all_copies_exactly_and_aligned() {
     let p = dir.path().join("m.safetensors");
     small_file(&p, 0..5);
     let ckpt = Checkpoint::open(&p).unwrap();
-    for (threads, read) in [
-        (1, SourceRead::Pread),
-        (3, SourceRead::Pread),
-        (2, SourceRead::Mmap),
+    for (threads, read, prefault) in [
+        (1, SourceRead::Pread, Prefault::PerWindow),
+        (3, SourceRead::Pread, Prefault::PerWindow),
+        (2, SourceRead::Mmap, Prefault::PerWindow),
+        (3, SourceRead::Pread, Prefault::UpFront),
+        (2, SourceRead::Pread, Prefault::Lazy),
     ] {
         let opts = MaterializeOptions {
             threads,
             read,
-            chunk_bytes: 8, // many chunks per tensor
+            prefault,
+            chunk_bytes: 8, // many windows per tensor
             ..Default::default()
         };
         let m = ckpt.materialize_all(&opts).unwrap();
