@@ -254,6 +254,30 @@ fn failed_action(fail_mode: &str) -> &'static str {
     }
 }
 
+/// Scans ATTACK then BENIGN while the similarity guard cannot run, counting both in `tally`: the
+/// patterns still block the attack, the benign text gets the fail mode's action. Returns the
+/// attack's verdict and the benign verdict's errors.
+fn scan_while_failing(
+    s: &Server,
+    tally: &mut Tally,
+    fail_mode: &str,
+    ctx: &dyn Fn(&str) -> String,
+) -> (Value, String) {
+    let attack = s.scan(ATTACK);
+    tally.add(&attack);
+    assert_eq!(action(&attack), "block", "{}", ctx(&attack.to_string()));
+    assert!(has_pattern_finding(&attack), "{attack}");
+    let benign = s.scan(BENIGN);
+    tally.add(&benign);
+    assert_eq!(
+        action(&benign),
+        failed_action(fail_mode),
+        "{}",
+        ctx(&benign.to_string())
+    );
+    (attack, errors(&benign))
+}
+
 /// Poll `f` until it returns `Some`, at most [`WAIT`].
 fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + WAIT;
@@ -336,24 +360,12 @@ fn model_failing_mid_run_follows_the_fail_mode_and_recovers() {
             ctx(reason)
         );
 
-        let attack = s.scan(ATTACK);
-        tally.add(&attack);
-        assert_eq!(action(&attack), "block", "{}", ctx(&attack.to_string()));
-        assert!(has_pattern_finding(&attack), "{attack}");
+        let (attack, err) = scan_while_failing(&s, &mut tally, fail_mode, &ctx);
         assert!(
             errors(&attack).contains("similarity"),
             "{}",
             ctx(&attack.to_string())
         );
-        let benign = s.scan(BENIGN);
-        tally.add(&benign);
-        assert_eq!(
-            action(&benign),
-            failed_action(fail_mode),
-            "{}",
-            ctx(&benign.to_string())
-        );
-        let err = errors(&benign);
         assert!(
             err.contains("similarity") && err.contains("model weights"),
             "{}",
@@ -459,19 +471,7 @@ fn runtime_library_missing_at_start_follows_the_fail_mode() {
 
         let mut tally = Tally::default();
         for _ in 0..2 {
-            let attack = s.scan(ATTACK);
-            tally.add(&attack);
-            assert_eq!(action(&attack), "block", "{}", ctx(&attack.to_string()));
-            assert!(has_pattern_finding(&attack), "{attack}");
-            let benign = s.scan(BENIGN);
-            tally.add(&benign);
-            assert_eq!(
-                action(&benign),
-                failed_action(fail_mode),
-                "{}",
-                ctx(&benign.to_string())
-            );
-            let err = errors(&benign);
+            let (_, err) = scan_while_failing(&s, &mut tally, fail_mode, &ctx);
             assert!(
                 err.contains("similarity")
                     && err.contains("ONNX Runtime library")

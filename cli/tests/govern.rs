@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -26,10 +26,17 @@ fn config(name: &str, toml: &str) -> PathBuf {
     p
 }
 
-/// One JSON verdict per line of `scan --format json`.
-fn scan(args: &[&str], env: &[(&str, &str)]) -> (i32, Vec<Value>, String) {
+/// `featherguard --config CONFIG scan --format json --guards GUARDS TEXT` with `env` set: the exit
+/// code, one JSON verdict per line, and stderr.
+fn scan(
+    config: &Path,
+    guards: &str,
+    text: &str,
+    env: &[(&str, &str)],
+) -> (i32, Vec<Value>, String) {
     let mut cmd = bin();
-    cmd.args(args);
+    cmd.arg("--config").arg(config);
+    cmd.args(["scan", "--format", "json", "--guards", guards, text]);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -66,19 +73,7 @@ fn window_overflow_is_sampled_and_flagged_never_silent() {
         "[heavy]\nmax_windows = 2\ncascade = \"always\"\n",
     );
     let text = long_benign_text();
-    let (code, v, err) = scan(
-        &[
-            "--config",
-            cfg.to_str().unwrap(),
-            "scan",
-            "--format",
-            "json",
-            "--guards",
-            "pattern,similarity",
-            &text,
-        ],
-        &[],
-    );
+    let (code, v, err) = scan(&cfg, "pattern,similarity", &text, &[]);
     assert!(code == 0 || code == 1, "{err}");
     assert!(v[0].get("errors").is_none(), "{}", v[0]);
     let f = v[0]["findings"]
@@ -89,19 +84,7 @@ fn window_overflow_is_sampled_and_flagged_never_silent() {
         .unwrap_or_else(|| panic!("no windows_sampled finding: {}", v[0]));
     assert_eq!(f["family"], "limits", "{f}");
     // A short text stays within the bound: no limits finding.
-    let (_, v, _) = scan(
-        &[
-            "--config",
-            cfg.to_str().unwrap(),
-            "scan",
-            "--format",
-            "json",
-            "--guards",
-            "pattern,similarity",
-            "How do I bake bread?",
-        ],
-        &[],
-    );
+    let (_, v, _) = scan(&cfg, "pattern,similarity", "How do I bake bread?", &[]);
     assert!(
         !rules(&v[0]).iter().any(|r| r.ends_with("windows_sampled")),
         "{}",
@@ -119,19 +102,7 @@ fn window_overflow_reject_follows_the_fail_mode() {
                 "[policy]\nfail_mode = \"{fail_mode}\"\n[heavy]\nmax_windows = 2\nwindow_overflow = \"reject\"\ncascade = \"always\"\n"
             ),
         );
-        let (_, v, err) = scan(
-            &[
-                "--config",
-                cfg.to_str().unwrap(),
-                "scan",
-                "--format",
-                "json",
-                "--guards",
-                "pattern,similarity",
-                &text,
-            ],
-            &[],
-        );
+        let (_, v, err) = scan(&cfg, "pattern,similarity", &text, &[]);
         assert_eq!(v[0]["action"], action, "{fail_mode}: {} {err}", v[0]);
         assert!(
             v[0]["errors"].to_string().contains("at most 2 allowed"),
@@ -152,16 +123,9 @@ fn missing_model_fails_open_or_closed_as_configured() {
             &format!("[policy]\nfail_mode = \"{fail_mode}\"\n[heavy]\ncascade = \"always\"\n"),
         );
         let (c, v, err) = scan(
-            &[
-                "--config",
-                cfg.to_str().unwrap(),
-                "scan",
-                "--format",
-                "json",
-                "--guards",
-                "pattern,similarity,classifier",
-                "What is the capital of France?",
-            ],
+            &cfg,
+            "pattern,similarity,classifier",
+            "What is the capital of France?",
             &[("FEATHERGUARD_HOME", home)],
         );
         assert_eq!(c, code, "{fail_mode}: {err}");
@@ -237,7 +201,7 @@ fn diag_memory_reports_lazy_load_unload_and_reload() {
 }
 
 /// `featherguard --config CONFIG serve ...` (see [`common::Server`]).
-fn start_server(config: &std::path::Path, serve_args: &[&str]) -> Server {
+fn start_server(config: &Path, serve_args: &[&str]) -> Server {
     let mut cmd = bin();
     cmd.arg("--config").arg(config);
     Server::start(cmd, serve_args, tmp("serve.log"))

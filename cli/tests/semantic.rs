@@ -8,6 +8,13 @@ fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_featherguard"))
 }
 
+/// `featherguard scan --format json --guards GUARDS`, for the caller to add to.
+fn scan_json(guards: &str) -> Command {
+    let mut cmd = bin();
+    cmd.args(["scan", "--format", "json", "--guards", guards]);
+    cmd
+}
+
 fn tmp(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("fg-cli-semantic-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -88,15 +95,8 @@ fn bank_build_train_and_scan_with_them() {
         .args(["--validation", "0.4"]));
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("validation"), "{out}");
-    let (code, out, err) = run(bin()
-        .args([
-            "scan",
-            "--format",
-            "json",
-            "--guards",
-            "similarity,classifier",
-            "--bank",
-        ])
+    let (code, out, err) = run(scan_json("similarity,classifier")
+        .arg("--bank")
         .arg(&bank)
         .arg("--head")
         .arg(&head)
@@ -122,16 +122,7 @@ fn invalid_utf8_lines_are_reported_and_the_rest_scanned() {
         b"hello there\n\xff\xfe broken\nWhat is the capital of France?\n",
     )
     .unwrap();
-    let (code, out, err) = run(bin()
-        .args([
-            "scan",
-            "--format",
-            "json",
-            "--guards",
-            "pattern,similarity",
-            "--input",
-        ])
-        .arg(&input));
+    let (code, out, err) = run(scan_json("pattern,similarity").arg("--input").arg(&input));
     assert_eq!(code, 2, "{out}\n{err}");
     assert!(err.contains("invalid UTF-8"), "{err}");
     assert_eq!(out.lines().count(), 3, "{out}");
@@ -156,15 +147,8 @@ fn missing_runtime_or_model_blocks_with_the_fix() {
         ),
     ];
     for (env, fix) in cases {
-        let mut cmd = bin();
-        cmd.args([
-            "scan",
-            "--format",
-            "json",
-            "--guards",
-            "pattern,similarity",
-            "hello",
-        ]);
+        let mut cmd = scan_json("pattern,similarity");
+        cmd.arg("hello");
         for (k, v) in &env {
             cmd.env(k, v);
         }
