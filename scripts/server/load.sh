@@ -9,8 +9,10 @@
 #   4. SIGTERM: the server drains and exits 0.
 # Results: one JSON line per phase in $OUT/results.jsonl and a table on stdout.
 # Usage: scripts/server/load.sh [extra `featherguard serve` arguments]
+# BIN / LG: measure prebuilt binaries instead of building.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. scripts/server/lib.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 PORT="${PORT:-18181}"
 DUR="${DUR:-8}"
@@ -19,50 +21,25 @@ OUT="${OUT:-$CARGO_TARGET_DIR/serve-load}"
 mkdir -p "$OUT"
 : > "$OUT/results.jsonl"
 
-cargo build --release -q -p featherguard-cli --features server
-cargo build --release -q -p featherguard-server --example loadgen
-BIN="$CARGO_TARGET_DIR/release/featherguard"
-LG="$CARGO_TARGET_DIR/release/examples/loadgen"
-
-"$BIN" serve --listen "127.0.0.1:$PORT" "$@" 2> "$OUT/server.log" &
-PID=$!
-trap 'kill -TERM $PID 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do
-  curl -sf "http://127.0.0.1:$PORT/healthz" > /dev/null && break
-  sleep 0.1
-done
-
-rss() { awk '/^VmRSS/ {print $2 * 1024}' "/proc/$PID/status"; }
-
-phase() { # name, loadgen args...
-  local name="$1"; shift
-  local line
-  line=$(timeout 300 "$LG" --addr "127.0.0.1:$PORT" "$@")
-  echo "$line" | jq -c --arg phase "$name" --argjson rss "$(rss)" '{phase: $phase} + . + {server_rss_bytes: $rss}' \
-    | tee -a "$OUT/results.jsonl"
-}
+binaries server
+start_server serve --listen "127.0.0.1:$PORT" "$@"
 
 phase warmup -c 64 -d 2 > /dev/null
 for c in 1 8 64; do
   phase "closed c=$c" -c "$c" -d "$DUR" > /dev/null
 done
 CAPACITY=$(jq -s 'map(select(.phase == "closed c=64")) | .[0].ok_rps' "$OUT/results.jsonl")
-RSS_WARM=$(rss)
+RSS_WARM=$(field VmRSS)
 
 phase soak -c 8 -n "$SOAK_REQUESTS" -d 600 > /dev/null
-RSS_SOAK=$(rss)
+RSS_SOAK=$(field VmRSS)
 
 RATE=$(jq -n --argjson c "$CAPACITY" '$c * 4')
 phase "overload 4x" --rate "$RATE" --connections 1024 -d "$DUR" > /dev/null
 phase "recovery c=8" -c 8 -d 3 > /dev/null
 curl -s "http://127.0.0.1:$PORT/metrics" > "$OUT/metrics.txt"
 
-kill -TERM "$PID"
-set +e
-wait "$PID"
-EXIT=$?
-set -e
-trap - EXIT
+stop_server
 
 jq -n --argjson warm "$RSS_WARM" --argjson soak "$RSS_SOAK" --argjson exit "$EXIT" \
   '{phase: "summary", rss_before_soak_bytes: $warm, rss_after_soak_bytes: $soak,

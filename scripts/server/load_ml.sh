@@ -15,6 +15,7 @@
 # Usage: scripts/server/load_ml.sh [extra `featherguard serve` arguments]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. scripts/server/lib.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 PORT="${PORT:-18182}"
 DUR="${DUR:-8}"
@@ -25,14 +26,7 @@ mkdir -p "$OUT"
 : > "$OUT/results.jsonl"
 
 # BIN / LG: measure prebuilt binaries (e.g. an older build for a before/after) instead of building.
-if [ -z "${BIN:-}" ]; then
-  cargo build --release -q -p featherguard-cli --features server,onnx
-  BIN="$CARGO_TARGET_DIR/release/featherguard"
-fi
-if [ -z "${LG:-}" ]; then
-  cargo build --release -q -p featherguard-server --example loadgen
-  LG="$CARGO_TARGET_DIR/release/examples/loadgen"
-fi
+binaries server,onnx
 
 CONFIG="$OUT/config.toml"
 cat > "$CONFIG" <<EOF
@@ -41,24 +35,9 @@ cascade = "always"
 idle_unload_secs = $IDLE
 EOF
 
-"$BIN" --config "$CONFIG" serve --listen "127.0.0.1:$PORT" --guards pattern,similarity "$@" 2> "$OUT/server.log" &
-PID=$!
-trap 'kill -TERM $PID 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do
-  curl -sf "http://127.0.0.1:$PORT/healthz" > /dev/null && break
-  sleep 0.1
-done
+start_server --config "$CONFIG" serve --listen "127.0.0.1:$PORT" --guards pattern,similarity "$@"
 
-field() { awk -v f="$1:" '$1 == f {print $2 * 1024}' "/proc/$PID/status"; }
 slot() { curl -s "http://127.0.0.1:$PORT/v1/guards" | jq -c '.slots[0] | {state, loads, unloads, load_ms, rss_delta_bytes, rss_freed_bytes}'; }
-
-phase() { # name, loadgen args...
-  local name="$1"; shift
-  local line
-  line=$(timeout 300 "$LG" --addr "127.0.0.1:$PORT" "$@")
-  echo "$line" | jq -c --arg phase "$name" --argjson rss "$(field VmRSS)" '{phase: $phase} + . + {server_rss_bytes: $rss}' \
-    | tee -a "$OUT/results.jsonl"
-}
 
 # Cold figure: a serving process that has scanned one short text (pattern guard only).
 for _ in $(seq 1 200); do
@@ -94,12 +73,7 @@ curl -s "http://127.0.0.1:$PORT/v1/scan" -d '{"text": "Recommend a good novel."}
 RELOADED=$(slot)
 RELOAD_RSS=$(field VmRSS)
 
-kill -TERM "$PID"
-set +e
-wait "$PID"
-EXIT=$?
-set -e
-trap - EXIT
+stop_server
 
 jq -n --argjson cold "$COLD_RSS" --argjson cold_anon "$COLD_ANON" --argjson pre "$PRE_RSS" --argjson pre_anon "$PRE_ANON" --argjson pre_file "$PRE_FILE" --argjson loaded "$LOADED_RSS" \
   --argjson loaded_anon "$LOADED_ANON" --argjson idle "$IDLE_RSS" --argjson idle_anon "$IDLE_ANON" \
