@@ -257,6 +257,11 @@ pub(crate) struct MatchScratch {
     caches: Vec<Option<Box<hybrid::dfa::Cache>>>,
     /// Caches of each pattern's split DFAs, created on its first gate hit in this thread.
     split_caches: Vec<Option<Box<SplitCaches>>>,
+    /// Per pattern, a count and then an offset: the counting sort that groups hits by pattern.
+    counts: Vec<u32>,
+    /// Where the counting sort writes; swapped with the list it sorts.
+    spare_candidates: Vec<Candidate>,
+    spare_hits: Vec<u64>,
 }
 
 impl MatchScratch {
@@ -368,12 +373,15 @@ impl AsciiGates {
         })
     }
 
-    /// One pass over `text`, pushing the candidates of the matchers given a scratch.
+    /// One pass over `text`, pushing the candidates of the matchers given a scratch. With
+    /// `raw_of`, `text` is a normalized view of a non-ASCII raw window and raw candidates are
+    /// translated to raw offsets (see [`RawOf::locate`]); without, they are at `text`'s offsets.
     fn run(
         &self,
         text: &[u8],
         mut raw: Option<&mut MatchScratch>,
         mut norm: Option<&mut MatchScratch>,
+        raw_of: Option<RawOf<'_>>,
     ) {
         use aho_corasick::automaton::Automaton;
         let dfa = &self.dfa;
@@ -394,10 +402,16 @@ impl AsciiGates {
                 } else {
                     0
                 };
-                if let Some(s) = raw.as_deref_mut() {
-                    for &t in &self.targets[from as usize..mid as usize] {
-                        if t & skip == 0 {
-                            s.push(t, start, at);
+                if let (Some(s), true) = (raw.as_deref_mut(), from < mid) {
+                    let located = match &raw_of {
+                        None => Some((start, skip)),
+                        Some(r) => r.locate(&text[start..at], start),
+                    };
+                    if let Some((rs, skip)) = located {
+                        for &t in &self.targets[from as usize..mid as usize] {
+                            if t & skip == 0 {
+                                s.push(t, rs, rs + len as usize);
+                            }
                         }
                     }
                 }
@@ -413,6 +427,41 @@ impl AsciiGates {
                 return;
             }
         }
+    }
+}
+
+/// A raw window and its normalized view, for gate hits found in the view on behalf of the raw
+/// matcher. Its ASCII gate literals occur in the raw text only inside ASCII runs, and every ASCII
+/// byte of the raw window is in the view, lowercased, next to its ASCII neighbours: so the view
+/// holds every raw occurrence, and a view occurrence is a raw one exactly when the bytes it came
+/// from are that literal.
+struct RawOf<'a> {
+    raw: &'a [u8],
+    /// The view's span table (original offsets relative to the window).
+    spans: &'a [(u32, u32)],
+}
+
+impl RawOf<'_> {
+    /// Raw offset of the view occurrence of `lit` at `start`, and the word-start flag for it
+    /// (from the raw byte before it, which the view may have changed), or `None` when the raw
+    /// text does not hold `lit` there.
+    #[inline]
+    fn locate(&self, lit: &[u8], start: usize) -> Option<(usize, u32)> {
+        let (from, to) = self.spans[start];
+        let from = from as usize;
+        if to as usize != from + 1 {
+            return None;
+        }
+        let raw = self.raw.get(from..from + lit.len())?;
+        if !raw.eq_ignore_ascii_case(lit) {
+            return None;
+        }
+        let skip = if from > 0 && is_word_byte(self.raw[from - 1]) {
+            WORD_START_BIT
+        } else {
+            0
+        };
+        Some((from, skip))
     }
 }
 
@@ -604,6 +653,9 @@ impl Matcher {
             unanchored_hits: PatternSet::new(n),
             caches: (0..patterns).map(|_| None).collect(),
             split_caches: (0..patterns).map(|_| None).collect(),
+            counts: vec![0; patterns],
+            spare_candidates: Vec::new(),
+            spare_hits: Vec::new(),
         }
     }
 }
@@ -823,7 +875,7 @@ impl RuleSet {
             s.clear();
         }
         self.ascii_gates
-            .run(text, raw.as_deref_mut(), norm.as_deref_mut());
+            .run(text, raw.as_deref_mut(), norm.as_deref_mut(), None);
         if text.is_ascii() {
             return;
         }
@@ -831,6 +883,38 @@ impl RuleSet {
             if let (Some(g), Some(s)) = (&m.non_ascii, s) {
                 g.run(text, s);
             }
+        }
+    }
+
+    /// Gate pass of one window for both matchers: `raw` is the window, `folded` its normalized
+    /// view. The ASCII gates run once, over the view; raw hits are mapped back to the window.
+    pub(crate) fn find_window_candidates(
+        &self,
+        raw: &[u8],
+        folded: &View,
+        raw_hits: &mut MatchScratch,
+        norm_hits: &mut MatchScratch,
+    ) {
+        if !matches!(folded.mapping, crate::view::Mapping::Table { .. }) {
+            // An ASCII window: the view is the window lowercased, at the same offsets.
+            self.find_candidates(&folded.text, Some(raw_hits), Some(norm_hits));
+            return;
+        }
+        raw_hits.clear();
+        norm_hits.clear();
+        let raw_of = RawOf {
+            raw,
+            spans: &folded.spans,
+        };
+        self.ascii_gates
+            .run(&folded.text, Some(raw_hits), Some(norm_hits), Some(raw_of));
+        // Non-ASCII gate literals match bytes ASCII lowercasing leaves alone: the raw window
+        // serves as its lowercased self.
+        if let Some(g) = &self.raw.non_ascii {
+            g.run(raw, raw_hits);
+        }
+        if let Some(g) = &self.normalized.non_ascii {
+            g.run(&folded.text, norm_hits);
         }
     }
 
@@ -884,9 +968,12 @@ impl RuleSet {
             regions,
             caches,
             split_caches,
+            counts,
+            spare_candidates,
+            spare_hits,
             ..
         } = scratch;
-        scan_hits.sort_unstable();
+        group_sort(scan_hits, |h| (h >> 32) as usize, counts, spare_hits);
         scan_hits.dedup();
         for hits in scan_hits.chunk_by(|a, b| a >> 32 == b >> 32) {
             let i = (hits[0] >> 32) as usize;
@@ -917,7 +1004,7 @@ impl RuleSet {
             });
         }
         if !cands.is_empty() {
-            cands.sort_unstable();
+            group_sort(cands, |c| c.pattern() as usize, counts, spare_candidates);
             let mut current = u32::MAX;
             let mut last_end = 0usize;
             let mut count = 0usize;
@@ -973,6 +1060,57 @@ impl RuleSet {
                 let rule = &self.rules[pattern.rule];
                 scan_all(pattern, rule, text, |s, e| emit(out, pattern, s, e));
             }
+        }
+    }
+}
+
+/// Sort `items` ascending, like `sort_unstable`, in about linear time when they come grouped by a
+/// small key (`key(x) < counts.len()`, the pattern, the most significant part of the order) and
+/// already nearly in order within each group, as gate hits do: a stable counting sort by `key`
+/// into `spare`, then each group sorted on its own (a check, for groups already in order).
+/// `counts` must be all zero and is left so.
+fn group_sort<T: Copy + Ord>(
+    items: &mut Vec<T>,
+    key: impl Fn(&T) -> usize,
+    counts: &mut [u32],
+    spare: &mut Vec<T>,
+) {
+    if items.len() < 2 {
+        return;
+    }
+    // Few items: clearing and walking one count per pattern would cost more than the sort.
+    if items.len() < counts.len() {
+        items.sort_unstable();
+        return;
+    }
+    for x in items.iter() {
+        counts[key(x)] += 1;
+    }
+    // Counts become group starts, then (after the scatter) group ends.
+    let mut sum = 0u32;
+    for c in counts.iter_mut() {
+        let n = *c;
+        *c = sum;
+        sum += n;
+    }
+    spare.clear();
+    spare.resize(items.len(), items[0]);
+    for x in items.iter() {
+        let slot = &mut counts[key(x)];
+        spare[*slot as usize] = *x;
+        *slot += 1;
+    }
+    std::mem::swap(items, spare);
+    let mut from = 0usize;
+    for c in counts.iter_mut() {
+        let to = *c as usize;
+        *c = 0;
+        if to > from {
+            let group = &mut items[from..to];
+            if !group.is_sorted() {
+                group.sort_unstable();
+            }
+            from = to;
         }
     }
 }
@@ -1073,6 +1211,34 @@ mod tests {
         assert!(!wb(r"(?:\bx|y)"));
         assert!(!wb(r"(?i:\bx)"));
         assert!(!wb(r"x\b"));
+    }
+
+    #[test]
+    fn group_sort_sorts_like_sort_unstable() {
+        let mut seed = 11u64;
+        let mut next = |n: u64| {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) % n
+        };
+        let patterns = 7usize;
+        let (mut counts, mut spare) = (vec![0u32; patterns], Vec::new());
+        for round in 0..2_000 {
+            let len = next(40) as usize;
+            // Nearly sorted starts (as gate hits come), sometimes shuffled, with duplicates.
+            let mut items: Vec<u64> = (0..len as u64)
+                .map(|i| next(patterns as u64) << 32 | (i + next(3)))
+                .collect();
+            if round % 3 == 0 {
+                items.reverse();
+            }
+            let mut expected = items.clone();
+            expected.sort_unstable();
+            super::group_sort(&mut items, |h| (h >> 32) as usize, &mut counts, &mut spare);
+            assert_eq!(items, expected);
+            assert!(counts.iter().all(|&c| c == 0));
+        }
     }
 
     #[test]

@@ -150,20 +150,12 @@ impl PatternGuard {
         s.raw.clear(Mapping::Identity { base });
         s.raw.text.extend_from_slice(window.as_bytes());
         normalize_into(window, base, &mut s.folded);
-        if window.is_ascii() {
-            // The normalized view is the raw text lowercased: one gate pass serves both.
-            rules.find_candidates(
-                &s.folded.text,
-                Some(&mut s.hits_raw),
-                Some(&mut s.hits_norm),
-            );
-        } else {
-            // Gates match lowercase text; the check then runs on the raw bytes at the same offsets.
-            s.tmp.clear();
-            s.tmp.extend(window.bytes().map(|b| b.to_ascii_lowercase()));
-            rules.find_candidates(&s.tmp, Some(&mut s.hits_raw), None);
-            rules.find_candidates(&s.folded.text, None, Some(&mut s.hits_norm));
-        }
+        rules.find_window_candidates(
+            window.as_bytes(),
+            &s.folded,
+            &mut s.hits_raw,
+            &mut s.hits_norm,
+        );
         rules.check(rules.raw(), &s.raw, "raw", &mut s.hits_raw, &self.name, out);
         rules.check(
             rules.normalized(),
