@@ -111,6 +111,9 @@ impl Default for SlotOptions {
 struct Record {
     loads: u64,
     unloads: u64,
+    /// Set while `unload` frees the model: the memory is still held, so stats say loaded until
+    /// the unload (and its count) is complete.
+    unloading: bool,
     refused: u64,
     loaded_at: Option<SystemTime>,
     load_time: Option<Duration>,
@@ -263,13 +266,20 @@ impl GuardSlot {
     pub fn unload(&self) -> bool {
         let _transition = self.transition.lock().unwrap_or_else(|p| p.into_inner());
         let before = self.memory.resample();
-        let Some(guard) = self.guard.write().unwrap_or_else(|p| p.into_inner()).take() else {
+        let guard = {
+            let mut rec = self.record();
+            let guard = self.guard.write().unwrap_or_else(|p| p.into_inner()).take();
+            rec.unloading = guard.is_some();
+            guard
+        };
+        let Some(guard) = guard else {
             return false;
         };
         drop(guard);
         release_free_heap();
         let after = self.memory.resample();
         let mut rec = self.record();
+        rec.unloading = false;
         rec.unloads += 1;
         rec.rss_freed = Some(before as i64 - after as i64);
         true
@@ -308,7 +318,7 @@ impl GuardSlot {
         let loaded = self.is_loaded();
         SlotStats {
             name: self.name.to_string(),
-            state: if loaded {
+            state: if loaded || rec.unloading {
                 SlotState::Loaded
             } else if rec.failure.is_some() {
                 SlotState::Failed
