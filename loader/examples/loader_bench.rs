@@ -4,7 +4,8 @@
 //! ```text
 //! loader_bench gen [DIR]                  generate the synthetic checkpoints, print their paths
 //! loader_bench materialize PATH [opts]    open + materialize all; opts: --threads N --convert f32|bf16|f16
-//!                                         --no-huge-pages --prefault window|lazy|upfront
+//!                                         --zero-then-copy --no-huge-pages
+//!                                         --prefault window|lazy|upfront
 //!                                         --keep-source --populate --chunk BYTES
 //!                                         --readahead CHUNKS --mmap
 //! loader_bench first-view PATH            median time from open to the first tensor view
@@ -19,7 +20,7 @@ mod synth;
 
 use std::time::Instant;
 
-use featherguard_loader::{Checkpoint, Dtype, MaterializeOptions, Prefault, SourceRead};
+use featherguard_loader::{Checkpoint, Dtype, MaterializeOptions, PageFill, Prefault, SourceRead};
 
 fn main() {
     if let Err(e) = run() {
@@ -73,6 +74,11 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                     .transpose()?
                     .unwrap_or(0),
                 convert,
+                page_fill: if flag("--zero-then-copy") {
+                    PageFill::ZeroThenCopy
+                } else {
+                    PageFill::CopyIntoFresh
+                },
                 huge_pages: !flag("--no-huge-pages"),
                 prefault: match value("--prefault").as_deref() {
                     None | Some("window") => Prefault::PerWindow,

@@ -35,7 +35,7 @@ pub use file::{SafeTensorsFile, TensorView};
 pub use header::{Header, TensorInfo, MAX_HEADER_LEN};
 pub use index::{ShardIndex, MAX_INDEX_LEN};
 pub use materialize::{
-    MaterializeOptions, Materialized, OwnedTensor, OwnedTensorMut, Prefault, SourceRead,
+    MaterializeOptions, Materialized, OwnedTensor, OwnedTensorMut, PageFill, Prefault, SourceRead,
     TENSOR_ALIGN,
 };
 pub use report::{LoadMethod, LoadReport};

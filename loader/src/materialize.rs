@@ -26,7 +26,7 @@ use crate::dtype::{cast_slice, cast_slice_mut, Element};
 use crate::file::{cast_error, SafeTensorsFile, TensorView};
 use crate::header::TensorInfo;
 use crate::report::{LoadMethod, LoadReport};
-use crate::sys::{Arena, HUGE_PAGE};
+use crate::sys::{page_size, Arena, FreshPages, HUGE_PAGE};
 use crate::{Dtype, LoadError};
 
 /// Alignment of every materialized tensor, in bytes (a cache line; enough for AVX-512 loads).
@@ -34,6 +34,10 @@ pub const TENSOR_ALIGN: usize = 64;
 
 /// Source bytes staged per `pread` when converting (fits in L2 alongside its output).
 const STAGE_BYTES: usize = 128 << 10;
+
+/// Destination bytes assembled per `UFFDIO_COPY` with [`PageFill::CopyIntoFresh`] (stays in
+/// L2 between being filled and being copied into the new pages).
+const FRESH_BLOCK_BYTES: usize = 256 << 10;
 
 /// How materialization reads the source bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +63,22 @@ pub enum Prefault {
     UpFront,
 }
 
+/// How destination pages come into existence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PageFill {
+    /// The kernel zeroes each fresh page when it is first touched (see [`Prefault`]), then the
+    /// copy overwrites it.
+    ZeroThenCopy,
+    /// Each fresh 4 KiB page is created already holding its bytes (`userfaultfd`'s
+    /// `UFFDIO_COPY`, assembled in a small L2-resident block), so no page is zeroed first.
+    /// The result is the same private anonymous memory, in 4 KiB pages (no huge pages).
+    /// Where userfaultfd is unavailable (Linux < 5.11, seccomp filters such as many container
+    /// defaults) or `chunk_bytes` is not a multiple of the page size, falls back to
+    /// `ZeroThenCopy`; the report says which ran.
+    CopyIntoFresh,
+}
+
 /// How to materialize.
 #[derive(Debug, Clone)]
 pub struct MaterializeOptions {
@@ -69,9 +89,12 @@ pub struct MaterializeOptions {
     /// Convert F16/BF16/F32 tensors to this dtype (must itself be F16, BF16 or F32); other
     /// dtypes are copied unchanged. `None` copies everything as stored.
     pub convert: Option<Dtype>,
-    /// Ask for transparent huge pages on the destination (`MADV_HUGEPAGE`).
+    /// How destination pages are created.
+    pub page_fill: PageFill,
+    /// Ask for transparent huge pages on the destination (`MADV_HUGEPAGE`) when the pages are
+    /// zeroed then copied.
     pub huge_pages: bool,
-    /// When destination memory is faulted in.
+    /// When destination memory is faulted in (with [`PageFill::ZeroThenCopy`]).
     pub prefault: Prefault,
     /// Drop consumed source pages from this process (`MADV_DONTNEED`) as pieces complete.
     pub release_source: bool,
@@ -93,6 +116,7 @@ impl Default for MaterializeOptions {
             read: SourceRead::Pread,
             threads: 0,
             convert: None,
+            page_fill: PageFill::CopyIntoFresh,
             huge_pages: true,
             prefault: Prefault::PerWindow,
             release_source: true,
@@ -282,14 +306,6 @@ struct Phases {
     copy: Duration,
 }
 
-/// The arena's base pointer, shareable across workers that write disjoint ranges.
-#[derive(Clone, Copy)]
-struct Dest(*mut u8);
-// SAFETY: workers only write disjoint window ranges; the arena outlives the thread scope.
-unsafe impl Send for Dest {}
-// SAFETY: see Send.
-unsafe impl Sync for Dest {}
-
 impl Checkpoint {
     /// Materializes every tensor.
     pub fn materialize_all(&self, opts: &MaterializeOptions) -> Result<Materialized, LoadError> {
@@ -367,17 +383,40 @@ impl Checkpoint {
         } else {
             None
         };
-        let arena = Arena::new(offset, opts.huge_pages).map_err(|e| LoadError::Allocation {
+        let mut arena = Arena::new(offset, false).map_err(|e| LoadError::Allocation {
             path: self.path().to_owned(),
             bytes: offset as u64,
             cause: e,
         })?;
+        let window = opts.chunk_bytes.max(1).next_multiple_of(8);
+        // Registered before any page of the arena exists; unregistered (dropped) before the
+        // arena is handed out. Unavailable is not an error: the pages are zeroed then copied.
+        let fresh = (opts.page_fill == PageFill::CopyIntoFresh && window % page_size() == 0)
+            .then(|| FreshPages::register(&arena).ok())
+            .flatten();
+        if fresh.is_none() && opts.huge_pages {
+            arena.request_huge_pages();
+        }
         let spans = jobs
             .iter()
             .map(|j| (j.dst_offset, j.info.num_elements(), j.to.size()));
-        let (pieces, windows) = plan_windows(spans, opts.chunk_bytes.max(1).next_multiple_of(8));
+        let (pieces, windows) = plan_windows(spans, window);
         let threads = effective_threads(opts.threads).min(windows.len()).max(1);
-        let phases = run_windows(&jobs, &pieces, &windows, &arena, threads, opts)?;
+        let page_fill = if fresh.is_some() {
+            PageFill::CopyIntoFresh
+        } else {
+            PageFill::ZeroThenCopy
+        };
+        let plan = Plan {
+            jobs: &jobs,
+            pieces: &pieces,
+            windows: &windows,
+            arena: &arena,
+            fresh: fresh.as_ref(),
+        };
+        let phases = plan.run(threads, opts);
+        drop(fresh);
+        let phases = phases?;
 
         let tensors: Vec<OwnedMeta> = jobs
             .iter()
@@ -409,6 +448,7 @@ impl Checkpoint {
         report.output_bytes = tensors.iter().map(|t| t.len as u64).sum();
         report.threads = threads;
         report.huge_pages = arena.huge_pages();
+        report.page_fill = Some(page_fill);
         report.fault_secs = phases.fault.as_secs_f64();
         report.copy_secs = phases.copy.as_secs_f64();
         report.page_cache_resident = probe;
@@ -469,100 +509,186 @@ fn plan_windows(
     (pieces, windows)
 }
 
-fn run_windows(
-    jobs: &[Job<'_>],
-    pieces: &[Piece],
-    windows: &[Window],
-    arena: &Arena,
-    threads: usize,
-    opts: &MaterializeOptions,
-) -> Result<Phases, LoadError> {
-    let next = AtomicUsize::new(0);
-    let failed = AtomicBool::new(false);
-    let first_error: Mutex<Option<(usize, LoadError)>> = Mutex::new(None);
-    let phases = Mutex::new(Phases::default());
-    let barrier = Barrier::new(threads);
-    let dest = Dest(arena.as_ptr());
-    let ahead = opts.readahead_chunks;
-    let window_readahead = |w: &Window| {
-        for piece in &pieces[w.pieces.clone()] {
-            readahead(&jobs[piece.job], piece, opts);
-        }
-    };
-    if ahead > 0 {
-        windows.iter().take(ahead).for_each(window_readahead);
-    }
-    let worker = |me: usize| {
-        let mut mine = Phases::default();
-        if opts.prefault == Prefault::UpFront {
-            let t = Instant::now();
-            let share = arena.len().div_ceil(threads).next_multiple_of(HUGE_PAGE);
-            let begin = (me * share).min(arena.len());
-            let end = (begin + share).min(arena.len());
-            // SAFETY: shares are disjoint and in bounds, and no worker writes before the barrier.
-            unsafe { arena.prefault(begin, end - begin) };
-            mine.fault += t.elapsed();
-            barrier.wait();
-        }
-        let mut stage = Vec::new();
-        while !failed.load(Ordering::Relaxed) {
-            let i = next.fetch_add(1, Ordering::Relaxed);
-            let Some(window) = windows.get(i) else { break };
-            if let Some(later) = windows.get(i + ahead).filter(|_| ahead > 0) {
-                window_readahead(later);
+/// Everything the workers share.
+struct Plan<'p, 'f> {
+    jobs: &'p [Job<'f>],
+    pieces: &'p [Piece],
+    windows: &'p [Window],
+    arena: &'p Arena,
+    /// Set when pages are created filled (`UFFDIO_COPY`) rather than zeroed then copied.
+    fresh: Option<&'p FreshPages>,
+}
+
+impl Plan<'_, '_> {
+    fn run(&self, threads: usize, opts: &MaterializeOptions) -> Result<Phases, LoadError> {
+        let next = AtomicUsize::new(0);
+        let failed = AtomicBool::new(false);
+        let first_error: Mutex<Option<(usize, LoadError)>> = Mutex::new(None);
+        let phases = Mutex::new(Phases::default());
+        let barrier = Barrier::new(threads);
+        let ahead = opts.readahead_chunks;
+        let prefault = if self.fresh.is_some() {
+            // A registered page must not be touched before it is filled.
+            Prefault::Lazy
+        } else {
+            opts.prefault
+        };
+        let window_readahead = |w: &Window| {
+            for piece in &self.pieces[w.pieces.clone()] {
+                readahead(&self.jobs[piece.job], piece, opts);
             }
-            if opts.prefault == Prefault::PerWindow {
+        };
+        if ahead > 0 {
+            self.windows.iter().take(ahead).for_each(window_readahead);
+        }
+        let worker = |me: usize| {
+            let mut mine = Phases::default();
+            let arena = self.arena;
+            if prefault == Prefault::UpFront {
                 let t = Instant::now();
-                // SAFETY: windows are disjoint and in bounds; this worker owns this one.
-                unsafe { arena.prefault(window.dst.start, window.dst.len()) };
+                let share = arena.len().div_ceil(threads).next_multiple_of(HUGE_PAGE);
+                let begin = (me * share).min(arena.len());
+                let end = (begin + share).min(arena.len());
+                // SAFETY: shares are disjoint and in bounds, and nobody writes before the barrier.
+                unsafe { arena.prefault(begin, end - begin) };
                 mine.fault += t.elapsed();
+                barrier.wait();
             }
-            let t = Instant::now();
-            let result = pieces[window.pieces.clone()]
-                .iter()
-                .try_for_each(|p| run_piece(&jobs[p.job], p, arena, dest, opts, &mut stage));
-            mine.copy += t.elapsed();
-            if let Err(e) = result {
-                failed.store(true, Ordering::Relaxed);
-                let mut slot = first_error.lock().unwrap_or_else(|p| p.into_inner());
-                if slot.as_ref().is_none_or(|(j, _)| i < *j) {
-                    *slot = Some((i, e));
+            let mut stage = Vec::new();
+            let mut block = Vec::new();
+            while !failed.load(Ordering::Relaxed) {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(window) = self.windows.get(i) else {
+                    break;
+                };
+                if let Some(later) = self.windows.get(i + ahead).filter(|_| ahead > 0) {
+                    window_readahead(later);
+                }
+                if prefault == Prefault::PerWindow {
+                    let t = Instant::now();
+                    // SAFETY: windows are disjoint and in bounds; this worker owns this one.
+                    unsafe { arena.prefault(window.dst.start, window.dst.len()) };
+                    mine.fault += t.elapsed();
+                }
+                let t = Instant::now();
+                let result = match self.fresh {
+                    Some(fresh) => self.fill_fresh(window, fresh, opts, &mut block, &mut stage),
+                    None => self.pieces[window.pieces.clone()]
+                        .iter()
+                        .try_for_each(|p| self.fill_in_place(p, opts, &mut stage)),
+                };
+                mine.copy += t.elapsed();
+                if let Err(e) = result {
+                    failed.store(true, Ordering::Relaxed);
+                    let mut slot = first_error.lock().unwrap_or_else(|p| p.into_inner());
+                    if slot.as_ref().is_none_or(|(j, _)| i < *j) {
+                        *slot = Some((i, e));
+                    }
                 }
             }
-        }
-        let mut all = phases.lock().unwrap_or_else(|p| p.into_inner());
-        all.fault += mine.fault;
-        all.copy += mine.copy;
-    };
-    if threads <= 1 {
-        worker(0);
-    } else {
-        std::thread::scope(|s| {
-            for me in 1..threads {
-                s.spawn(move || worker(me));
-            }
+            let mut all = phases.lock().unwrap_or_else(|p| p.into_inner());
+            all.fault += mine.fault;
+            all.copy += mine.copy;
+        };
+        if threads <= 1 {
             worker(0);
-        });
+        } else {
+            std::thread::scope(|s| {
+                for me in 1..threads {
+                    s.spawn(move || worker(me));
+                }
+                worker(0);
+            });
+        }
+        match first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            Some((_, e)) => Err(e),
+            None => Ok(phases.into_inner().unwrap_or_else(|p| p.into_inner())),
+        }
     }
-    match first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        Some((_, e)) => Err(e),
-        None => Ok(phases.into_inner().unwrap_or_else(|p| p.into_inner())),
+
+    /// Copies a piece straight into the arena (pages zeroed by the kernel on first touch).
+    fn fill_in_place(
+        &self,
+        piece: &Piece,
+        opts: &MaterializeOptions,
+        stage: &mut Vec<u8>,
+    ) -> Result<(), LoadError> {
+        let job = &self.jobs[piece.job];
+        let size = job.to.size();
+        let start = job.dst_offset + piece.elems.0 * size;
+        let len = (piece.elems.1 - piece.elems.0) * size;
+        debug_assert!(start + len <= self.arena.len());
+        // SAFETY: pieces partition every tensor's destination range and tensors do not
+        // overlap, so no other thread reads or writes these bytes while the scope runs; the
+        // arena outlives the scope.
+        let dst = unsafe { std::slice::from_raw_parts_mut(self.arena.as_ptr().add(start), len) };
+        fill(job, piece.elems, dst, opts, stage)
+    }
+
+    /// Creates the pages of a window already filled: each block of it is assembled (tensor
+    /// bytes, zeros in padding) in an L2-sized buffer and handed to `UFFDIO_COPY`.
+    fn fill_fresh(
+        &self,
+        window: &Window,
+        fresh: &FreshPages,
+        opts: &MaterializeOptions,
+        block: &mut Vec<u8>,
+        stage: &mut Vec<u8>,
+    ) -> Result<(), LoadError> {
+        let page = page_size();
+        if block.is_empty() {
+            // Page-aligned so each copy starts on a page boundary of the source too.
+            block.resize(FRESH_BLOCK_BYTES + page, 0);
+        }
+        let skip = block.as_ptr().align_offset(page);
+        let block = &mut block[skip..skip + FRESH_BLOCK_BYTES];
+        let end = window.dst.end.next_multiple_of(page);
+        let mut at = window.dst.start - window.dst.start % page;
+        while at < end {
+            let stop = (at + block.len()).min(end);
+            let buf = &mut block[..stop - at];
+            let mut cursor = at;
+            for piece in &self.pieces[window.pieces.clone()] {
+                let job = &self.jobs[piece.job];
+                let size = job.to.size();
+                let first = (job.dst_offset + piece.elems.0 * size).max(at);
+                let last = (job.dst_offset + piece.elems.1 * size).min(stop);
+                if first >= last {
+                    continue;
+                }
+                buf[cursor - at..first - at].fill(0);
+                let elems = (
+                    (first - job.dst_offset) / size,
+                    (last - job.dst_offset) / size,
+                );
+                fill(job, elems, &mut buf[first - at..last - at], opts, stage)?;
+                cursor = last;
+            }
+            buf[cursor - at..].fill(0);
+            // SAFETY: [at, stop) is page-aligned, inside the registered arena (windows end
+            // within its page-rounded length) and filled only here: windows are multiples of
+            // the page size, so no two windows share a page, and blocks do not overlap.
+            unsafe { fresh.fill(at, buf) }.map_err(|e| LoadError::Allocation {
+                path: self.jobs[0].file.path().to_owned(),
+                bytes: (stop - at) as u64,
+                cause: e,
+            })?;
+            at = stop;
+        }
+        Ok(())
     }
 }
 
-/// Absolute file offset and length of a piece's source bytes.
-fn src_range(job: &Job<'_>, piece: &Piece) -> (usize, usize) {
+/// Absolute file offset and length of the source bytes of a tensor's elements `elems`.
+fn src_range(job: &Job<'_>, elems: (usize, usize)) -> (usize, usize) {
     let size = job.info.dtype.size();
     let (tensor_begin, _) = job.file.data_range(job.info);
-    (
-        tensor_begin + piece.elems.0 * size,
-        (piece.elems.1 - piece.elems.0) * size,
-    )
+    (tensor_begin + elems.0 * size, (elems.1 - elems.0) * size)
 }
 
 /// Advisory readahead of a piece's source; failures only lose the overlap.
 fn readahead(job: &Job<'_>, piece: &Piece, opts: &MaterializeOptions) {
-    let (start, len) = src_range(job, piece);
+    let (start, len) = src_range(job, piece.elems);
     let _ = match opts.read {
         SourceRead::Pread => {
             crate::sys::fadvise_willneed(job.file.raw_file(), start as u64, len as u64)
@@ -574,24 +700,18 @@ fn readahead(job: &Job<'_>, piece: &Piece, opts: &MaterializeOptions) {
     };
 }
 
-fn run_piece(
+/// Reads elements `elems` of a tensor into `dst`, converting as the job says.
+fn fill(
     job: &Job<'_>,
-    piece: &Piece,
-    arena: &Arena,
-    dest: Dest,
+    elems: (usize, usize),
+    dst: &mut [u8],
     opts: &MaterializeOptions,
     stage: &mut Vec<u8>,
 ) -> Result<(), LoadError> {
     let (from, to) = (job.info.dtype, job.to);
-    let (e0, e1) = piece.elems;
-    let (src_start, src_len) = src_range(job, piece);
-    let dst_start = job.dst_offset + e0 * to.size();
-    let dst_len = (e1 - e0) * to.size();
-    debug_assert!(dst_start + dst_len <= arena.len());
-
-    // SAFETY: pieces partition every tensor's destination range and tensors do not overlap, so
-    // no other thread reads or writes these bytes while the scope runs.
-    let dst = unsafe { std::slice::from_raw_parts_mut(dest.0.add(dst_start), dst_len) };
+    let (e0, e1) = elems;
+    let (src_start, src_len) = src_range(job, elems);
+    debug_assert_eq!(dst.len(), (e1 - e0) * to.size());
     if opts.read == SourceRead::Pread {
         let read = |buf: &mut [u8], at: usize| {
             job.file

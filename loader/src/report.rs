@@ -35,6 +35,8 @@ pub struct LoadReport {
     pub huge_pages: bool,
     /// Fraction (0..=1) of the files' pages in the page cache before the operation, when probed.
     pub page_cache_resident: Option<f64>,
+    /// How destination pages were created (`None` for `Mapped`).
+    pub page_fill: Option<crate::PageFill>,
     /// Seconds spent faulting in destination memory ahead of the copy, summed over threads
     /// (0 for `Mapped`, and with lazy prefaulting, where faults happen inside the copy).
     pub fault_secs: f64,
@@ -63,6 +65,7 @@ impl LoadReport {
             threads: 1,
             huge_pages: false,
             page_cache_resident: None,
+            page_fill: None,
             fault_secs: 0.0,
             copy_secs: 0.0,
         }
@@ -79,6 +82,7 @@ impl LoadReport {
             method = ?self.method,
             threads = self.threads,
             huge_pages = self.huge_pages,
+            page_fill = ?self.page_fill,
             page_cache_resident = ?self.page_cache_resident,
             fault_ms = self.fault_secs * 1e3,
             copy_ms = self.copy_secs * 1e3,

@@ -129,13 +129,21 @@ impl Arena {
             len,
             huge_pages: false,
         };
-        if huge_pages && len >= HUGE_PAGE {
-            // SAFETY: advisory call on our own mapping.
-            arena.huge_pages = unsafe {
-                libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE)
-            } == 0;
+        if huge_pages {
+            arena.request_huge_pages();
         }
         Ok(arena)
+    }
+
+    /// Asks for transparent huge pages (`MADV_HUGEPAGE`) on pages not yet faulted in; a no-op
+    /// for arenas smaller than one huge page, which were not aligned for them.
+    pub(crate) fn request_huge_pages(&mut self) {
+        if self.len >= HUGE_PAGE {
+            let len = self.len.next_multiple_of(page_size());
+            // SAFETY: advisory call on our own mapping.
+            self.huge_pages =
+                unsafe { libc::madvise(self.ptr.as_ptr().cast(), len, libc::MADV_HUGEPAGE) } == 0;
+        }
     }
 
     /// Whether `MADV_HUGEPAGE` was accepted for this arena.
@@ -195,5 +203,151 @@ impl Drop for Arena {
                 );
             }
         }
+    }
+}
+
+#[repr(C)]
+struct UffdioApi {
+    api: u64,
+    features: u64,
+    ioctls: u64,
+}
+
+#[repr(C)]
+struct UffdioRange {
+    start: u64,
+    len: u64,
+}
+
+#[repr(C)]
+struct UffdioRegister {
+    range: UffdioRange,
+    mode: u64,
+    ioctls: u64,
+}
+
+#[repr(C)]
+struct UffdioCopy {
+    dst: u64,
+    src: u64,
+    len: u64,
+    mode: u64,
+    copy: i64,
+}
+
+const UFFD_API: u64 = 0xAA;
+const UFFDIO: u32 = 0xAA;
+/// Only user-mode faults are reported: what unprivileged processes may ask for (Linux 5.11+).
+const UFFD_USER_MODE_ONLY: libc::c_int = 1;
+const UFFDIO_REGISTER_MODE_MISSING: u64 = 1;
+const UFFDIO_API: libc::Ioctl = libc::_IOWR::<UffdioApi>(UFFDIO, 0x3F);
+const UFFDIO_REGISTER: libc::Ioctl = libc::_IOWR::<UffdioRegister>(UFFDIO, 0x00);
+const UFFDIO_UNREGISTER: libc::Ioctl = libc::_IOR::<UffdioRange>(UFFDIO, 0x01);
+const UFFDIO_COPY: libc::Ioctl = libc::_IOWR::<UffdioCopy>(UFFDIO, 0x03);
+
+/// A `userfaultfd` registered over an arena in missing mode, so its pages can be created
+/// already holding their bytes (`UFFDIO_COPY`) instead of being zeroed on first touch and then
+/// overwritten. Nothing may touch an unfilled page of the range while this lives (the access
+/// would wait for a fault handler that does not exist); dropping it unregisters the range, after
+/// which unfilled pages are ordinary zero-fill-on-demand memory again.
+#[derive(Debug)]
+pub(crate) struct FreshPages {
+    fd: std::os::fd::OwnedFd,
+    start: usize,
+    len: usize,
+}
+
+impl FreshPages {
+    /// Registers the page-rounded extent of `arena`. Fails where userfaultfd is unavailable:
+    /// kernels before 5.11, seccomp filters (container defaults often deny it), or 0-length.
+    pub(crate) fn register(arena: &Arena) -> io::Result<FreshPages> {
+        use std::os::fd::FromRawFd;
+        let len = arena.len.next_multiple_of(page_size());
+        if len == 0 {
+            return Err(io::ErrorKind::InvalidInput.into());
+        }
+        // SAFETY: plain syscall; the returned descriptor is owned below.
+        let raw =
+            unsafe { libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC | UFFD_USER_MODE_ONLY) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh descriptor nobody else owns.
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw as libc::c_int) };
+        let mut api = UffdioApi {
+            api: UFFD_API,
+            features: 0,
+            ioctls: 0,
+        };
+        // SAFETY: the argument is the struct this request expects.
+        if unsafe { libc::ioctl(fd.as_raw_fd(), UFFDIO_API, &mut api) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let start = arena.as_ptr() as usize;
+        let mut reg = UffdioRegister {
+            range: UffdioRange {
+                start: start as u64,
+                len: len as u64,
+            },
+            mode: UFFDIO_REGISTER_MODE_MISSING,
+            ioctls: 0,
+        };
+        // SAFETY: the range is the arena's own page-aligned mapping; the struct matches.
+        if unsafe { libc::ioctl(fd.as_raw_fd(), UFFDIO_REGISTER, &mut reg) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if reg.ioctls & (1 << 0x03) == 0 {
+            // Registered, but this kernel offers no UFFDIO_COPY on it: undo via drop.
+            drop(FreshPages { fd, start, len });
+            return Err(io::ErrorKind::Unsupported.into());
+        }
+        Ok(FreshPages { fd, start, len })
+    }
+
+    /// Creates the pages of `[offset, offset + src.len())` of the arena holding `src`.
+    ///
+    /// # Safety
+    /// `offset` and `src.len()` must be multiples of the page size, the range inside the
+    /// registered arena, and none of its pages filled before (by this or any other thread).
+    pub(crate) unsafe fn fill(&self, offset: usize, src: &[u8]) -> io::Result<()> {
+        let page = page_size();
+        debug_assert!(offset % page == 0 && src.len() % page == 0);
+        debug_assert!(offset + src.len() <= self.len);
+        let (mut done, mut stalled) = (0, 0);
+        while done < src.len() {
+            let mut copy = UffdioCopy {
+                dst: (self.start + offset + done) as u64,
+                src: src[done..].as_ptr() as u64,
+                len: (src.len() - done) as u64,
+                mode: 0,
+                copy: 0,
+            };
+            // SAFETY: dst is an unfilled, registered range (caller), src a live buffer of len.
+            let rc = unsafe { libc::ioctl(self.fd.as_raw_fd(), UFFDIO_COPY, &mut copy) };
+            if rc == 0 {
+                return Ok(());
+            }
+            let err = io::Error::last_os_error();
+            // EAGAIN: the address space changed under the call (another thread mapping or
+            // unmapping); `copy` says how much was filled, and the rest is retried.
+            let progress = usize::try_from(copy.copy).unwrap_or(0);
+            stalled = if progress == 0 { stalled + 1 } else { 0 };
+            if err.raw_os_error() != Some(libc::EAGAIN) || stalled > 1000 {
+                return Err(err);
+            }
+            done += progress;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for FreshPages {
+    fn drop(&mut self) {
+        let mut range = UffdioRange {
+            start: self.start as u64,
+            len: self.len as u64,
+        };
+        // SAFETY: unregistering the range registered in `register`; the fd closes after.
+        unsafe { libc::ioctl(self.fd.as_raw_fd(), UFFDIO_UNREGISTER, &mut range) };
     }
 }

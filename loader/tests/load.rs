@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use common::{bf16_bits, sharded, small_file, values};
 use featherguard_loader::{
     serialize, sha256_file, Checkpoint, CheckpointSource, Dtype, HfCache, LoadError, LoadMethod,
-    Manifest, MaterializeOptions, OpenOptions, Prefault, SafeTensorsFile, SourceRead, TensorData,
-    TENSOR_ALIGN,
+    Manifest, MaterializeOptions, OpenOptions, PageFill, Prefault, SafeTensorsFile, SourceRead,
+    TensorData, TENSOR_ALIGN,
 };
 
 #[test]
@@ -534,4 +534,89 @@ fn large_conversion_spans_several_staging_blocks() {
             );
         }
     }
+}
+
+/// Whether this process may create a userfaultfd (what `PageFill::CopyIntoFresh` needs).
+fn userfaultfd_available() -> bool {
+    // SAFETY: plain syscall; a returned descriptor is closed at once.
+    let fd = unsafe { libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC | 1) };
+    if fd >= 0 {
+        // SAFETY: closing the descriptor just created.
+        unsafe { libc::close(fd as libc::c_int) };
+    }
+    fd >= 0
+}
+
+#[test]
+fn copy_into_fresh_pages_matches_zero_then_copy() {
+    // Odd-sized tensors of several dtypes, so windows and 256 KiB blocks start and end inside
+    // tensors and padding, and one tensor spans several blocks.
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("m.safetensors");
+    let big: Vec<f32> = values(7, 200_003);
+    let odd: Vec<u16> = bf16_bits(&values(8, 1_001));
+    let bytes: Vec<u8> = (0..777u32).map(|i| (i * 13 % 251) as u8).collect();
+    let longs: Vec<i64> = (0..33).map(|i| i * -1_000_003).collect();
+    let tensors = vec![
+        TensorData::from_slice("big", Dtype::F32, &[200_003], &big),
+        TensorData::from_slice("odd", Dtype::BF16, &[7, 143], &odd),
+        TensorData::from_slice("bytes", Dtype::U8, &[777], &bytes),
+        TensorData::from_slice("longs", Dtype::I64, &[33], &longs),
+        TensorData::from_slice("empty", Dtype::F32, &[0, 4], &[] as &[f32]),
+    ];
+    featherguard_loader::write_safetensors(&p, &tensors, &BTreeMap::new()).unwrap();
+    let ckpt = Checkpoint::open(&p).unwrap();
+    let fresh_expected = userfaultfd_available();
+    for convert in [None, Some(Dtype::F32)] {
+        let reference = ckpt
+            .materialize_all(&MaterializeOptions {
+                convert,
+                page_fill: PageFill::ZeroThenCopy,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(reference.report().page_fill, Some(PageFill::ZeroThenCopy));
+        for (threads, chunk_bytes, read) in [
+            (1, 4 << 20, SourceRead::Pread),
+            (3, 4096, SourceRead::Pread),
+            (2, 1 << 20, SourceRead::Mmap),
+            (2, 12_288, SourceRead::Pread),
+        ] {
+            let m = ckpt
+                .materialize_all(&MaterializeOptions {
+                    convert,
+                    threads,
+                    chunk_bytes,
+                    read,
+                    page_fill: PageFill::CopyIntoFresh,
+                    ..Default::default()
+                })
+                .unwrap();
+            let want = if fresh_expected {
+                PageFill::CopyIntoFresh
+            } else {
+                PageFill::ZeroThenCopy
+            };
+            assert_eq!(m.report().page_fill, Some(want), "{threads} {chunk_bytes}");
+            assert!(!m.report().huge_pages || want == PageFill::ZeroThenCopy);
+            for t in reference.iter() {
+                let got = m.get(t.name()).unwrap();
+                assert_eq!(got.data(), t.data(), "{} {threads} {chunk_bytes}", t.name());
+                assert_eq!(got.data().as_ptr() as usize % TENSOR_ALIGN, 0);
+            }
+        }
+    }
+    // A window that is not a whole number of pages cannot be filled page by page.
+    let m = ckpt
+        .materialize_all(&MaterializeOptions {
+            chunk_bytes: 1000,
+            page_fill: PageFill::CopyIntoFresh,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(m.report().page_fill, Some(PageFill::ZeroThenCopy));
+    assert_eq!(
+        m.get("big").unwrap().as_slice::<f32>().unwrap(),
+        big.as_slice()
+    );
 }
