@@ -129,14 +129,7 @@ impl VerdictCache {
         (config.max_entries > 0 && config.max_bytes > 0).then(|| VerdictCache {
             config,
             hasher: RandomState::new(),
-            lru: Mutex::new(Lru {
-                map: HashMap::new(),
-                slab: Vec::new(),
-                free: Vec::new(),
-                head: NIL,
-                tail: NIL,
-                bytes: 0,
-            }),
+            lru: Mutex::new(Lru::empty()),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             evictions: AtomicU64::new(0),
@@ -231,14 +224,7 @@ impl VerdictCache {
     pub fn clear(&self) -> usize {
         let mut lru = self.lock();
         let n = lru.map.len();
-        *lru = Lru {
-            map: HashMap::new(),
-            slab: Vec::new(),
-            free: Vec::new(),
-            head: NIL,
-            tail: NIL,
-            bytes: 0,
-        };
+        *lru = Lru::empty();
         self.evictions.fetch_add(n as u64, Ordering::Relaxed);
         n
     }
@@ -273,6 +259,17 @@ fn estimate_bytes(text: &str, v: &Verdict) -> u64 {
 }
 
 impl Lru {
+    fn empty() -> Lru {
+        Lru {
+            map: HashMap::new(),
+            slab: Vec::new(),
+            free: Vec::new(),
+            head: NIL,
+            tail: NIL,
+            bytes: 0,
+        }
+    }
+
     fn unlink(&mut self, i: usize) {
         let (prev, next) = match &self.slab[i] {
             Some(e) => (e.prev, e.next),
