@@ -10,7 +10,6 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
-use aho_corasick::AhoCorasick;
 use regex_automata::nfa::thompson::{self, WhichCaptures};
 use regex_automata::util::syntax;
 use regex_automata::{hybrid, meta};
@@ -489,7 +488,11 @@ fn next_match_state(
 /// The non-ASCII gate literals of one matcher (CJK, Cyrillic, invisible characters...) in a
 /// compact NFA, run only over the non-ASCII runs of a view.
 struct NonAsciiGates {
-    ac: AhoCorasick,
+    nfa: aho_corasick::nfa::contiguous::NFA,
+    /// Bit `b1 - 0x80` of row `b0 - 0x80` is set when a literal starts with bytes `b0 b1` (all
+    /// literals are non-ASCII bytes only); `None` when one is a single byte. Most non-ASCII text
+    /// (CJK prose) starts no literal, and this rules a position out in a few instructions.
+    leads: Option<Box<[[u64; 2]; 128]>>,
     /// For literal `i` of `ac`, the gated patterns are `targets[ranges[i].0..ranges[i].1]`.
     ranges: Vec<(u32, u32)>,
     targets: Vec<u32>,
@@ -509,19 +512,30 @@ impl NonAsciiGates {
             targets.extend_from_slice(t);
             ranges.push((from, targets.len() as u32));
         }
-        let ac = AhoCorasick::builder()
+        let nfa = aho_corasick::nfa::contiguous::Builder::new()
             .match_kind(aho_corasick::MatchKind::Standard)
             // Dense transitions only at the root: deeper dense NFA states cost ~1 MB for a couple
             // of thousand literals and buy little speed.
             .dense_depth(1)
-            .kind(Some(aho_corasick::AhoCorasickKind::ContiguousNFA))
-            .start_kind(aho_corasick::StartKind::Unanchored)
+            .prefilter(false)
             .build(list.iter().map(|(a, _)| a))
             .map_err(|e| RuleError::Compile {
                 message: format!("gate automaton: {e}"),
             })?;
+        let mut leads = Box::new([[0u64; 2]; 128]);
+        let mut all_pairs = true;
+        for (lit, _) in &list {
+            match lit[..] {
+                [b0 @ 0x80..=0xff, b1 @ 0x80..=0xff, ..] => {
+                    let b1 = usize::from(b1 - 0x80);
+                    leads[usize::from(b0 - 0x80)][b1 / 64] |= 1 << (b1 % 64);
+                }
+                _ => all_pairs = false,
+            }
+        }
         Ok(Some(NonAsciiGates {
-            ac,
+            nfa,
+            leads: all_pairs.then_some(leads),
             ranges,
             targets,
         }))
@@ -534,14 +548,71 @@ impl NonAsciiGates {
                 .iter()
                 .position(u8::is_ascii)
                 .map_or(text.len(), |n| from + n);
-            let input = aho_corasick::Input::new(text).range(from..to);
-            for m in self.ac.find_overlapping_iter(input) {
-                let (a, b) = self.ranges[m.pattern().as_usize()];
-                for &t in &self.targets[a as usize..b as usize] {
-                    scratch.push(t, m.start(), m.end());
+            match &self.leads {
+                // Every occurrence in the run starts at a position holding a literal's two lead
+                // bytes: an anchored walk from each such position finds all that start there.
+                Some(leads) => {
+                    for i in from..to - 1 {
+                        let (b0, b1) = (usize::from(text[i]), usize::from(text[i + 1]));
+                        if b1 >= 0x80 && leads[b0 - 0x80][(b1 - 0x80) / 64] >> (b1 % 64) & 1 != 0 {
+                            self.walk(aho_corasick::Anchored::Yes, text, i, to, scratch);
+                        }
+                    }
                 }
+                None => self.walk(aho_corasick::Anchored::No, text, from, to, scratch),
             }
             at = to;
+        }
+    }
+}
+
+impl NonAsciiGates {
+    /// `run` without the lead-byte filter: each non-ASCII run walked whole.
+    #[cfg(test)]
+    fn run_unfiltered(&self, text: &[u8], scratch: &mut MatchScratch) {
+        let mut at = 0;
+        while let Some(from) = next_non_ascii(text, at) {
+            let to = text[from..]
+                .iter()
+                .position(u8::is_ascii)
+                .map_or(text.len(), |n| from + n);
+            self.walk(aho_corasick::Anchored::No, text, from, to, scratch);
+            at = to;
+        }
+    }
+
+    /// Walks `text[from..to]` and pushes the targets of every literal occurrence that ends at a
+    /// match state (unanchored: all occurrences in the range; anchored: at least those starting
+    /// at `from`, as a match state also lists the literals that are suffixes of its own, which
+    /// are occurrences too).
+    fn walk(
+        &self,
+        anchored: aho_corasick::Anchored,
+        text: &[u8],
+        from: usize,
+        to: usize,
+        scratch: &mut MatchScratch,
+    ) {
+        use aho_corasick::automaton::Automaton;
+        let nfa = &self.nfa;
+        let Ok(mut sid) = nfa.start_state(anchored) else {
+            return;
+        };
+        for (end, &b) in (from + 1..).zip(&text[from..to]) {
+            sid = nfa.next_state(anchored, sid, b);
+            if nfa.is_dead(sid) {
+                return;
+            }
+            if nfa.is_match(sid) {
+                for k in 0..nfa.match_len(sid) {
+                    let p = nfa.match_pattern(sid, k);
+                    let (a, b) = self.ranges[p.as_usize()];
+                    let start = end - nfa.pattern_len(p);
+                    for &t in &self.targets[a as usize..b as usize] {
+                        scratch.push(t, start, end);
+                    }
+                }
+            }
         }
     }
 }
@@ -667,6 +738,10 @@ pub struct RuleSet {
     raw: Matcher,
     normalized: Matcher,
     ascii_gates: AsciiGates,
+    /// Tests only: find gate hits the plain way (a pass per view, whole non-ASCII runs walked),
+    /// the reference the fast paths are checked against.
+    #[cfg(test)]
+    reference: bool,
 }
 
 impl std::fmt::Debug for RuleSet {
@@ -776,6 +851,8 @@ impl RuleSet {
             normalized,
             rules,
             ids,
+            #[cfg(test)]
+            reference: false,
         })
     }
 
@@ -822,8 +899,10 @@ impl RuleSet {
         [&self.raw, &self.normalized]
             .iter()
             .map(|m| {
-                m.non_ascii.as_ref().map_or(0, |g| g.ac.memory_usage())
-                    + m.unanchored.as_ref().map_or(0, meta::Regex::memory_usage)
+                m.non_ascii.as_ref().map_or(0, |g| {
+                    use aho_corasick::automaton::Automaton;
+                    g.nfa.memory_usage()
+                }) + m.unanchored.as_ref().map_or(0, meta::Regex::memory_usage)
                     + m.patterns
                         .iter()
                         .filter_map(|p| p.single.get().and_then(Option::as_ref))
@@ -848,6 +927,26 @@ impl RuleSet {
                 p.single();
             }
         }
+    }
+
+    /// This rule set finding gate hits the plain way (see `reference`).
+    #[cfg(test)]
+    pub(crate) fn into_reference(mut self) -> RuleSet {
+        self.reference = true;
+        self
+    }
+
+    /// Non-ASCII gate pass of `matcher` over `text`.
+    fn non_ascii_gates(&self, matcher: &Matcher, text: &[u8], hits: &mut MatchScratch) {
+        let Some(g) = &matcher.non_ascii else {
+            return;
+        };
+        #[cfg(test)]
+        if self.reference {
+            g.run_unfiltered(text, hits);
+            return;
+        }
+        g.run(text, hits);
     }
 
     pub(crate) fn raw(&self) -> &Matcher {
@@ -880,8 +979,8 @@ impl RuleSet {
             return;
         }
         for (m, s) in [(&self.raw, raw), (&self.normalized, norm)] {
-            if let (Some(g), Some(s)) = (&m.non_ascii, s) {
-                g.run(text, s);
+            if let Some(s) = s {
+                self.non_ascii_gates(m, text, s);
             }
         }
     }
@@ -895,6 +994,13 @@ impl RuleSet {
         raw_hits: &mut MatchScratch,
         norm_hits: &mut MatchScratch,
     ) {
+        #[cfg(test)]
+        if self.reference {
+            let lower = raw.to_ascii_lowercase();
+            self.find_candidates(&lower, Some(raw_hits), None);
+            self.find_candidates(&folded.text, None, Some(norm_hits));
+            return;
+        }
         if !matches!(folded.mapping, crate::view::Mapping::Table { .. }) {
             // An ASCII window: the view is the window lowercased, at the same offsets.
             self.find_candidates(&folded.text, Some(raw_hits), Some(norm_hits));
@@ -910,12 +1016,8 @@ impl RuleSet {
             .run(&folded.text, Some(raw_hits), Some(norm_hits), Some(raw_of));
         // Non-ASCII gate literals match bytes ASCII lowercasing leaves alone: the raw window
         // serves as its lowercased self.
-        if let Some(g) = &self.raw.non_ascii {
-            g.run(raw, raw_hits);
-        }
-        if let Some(g) = &self.normalized.non_ascii {
-            g.run(&folded.text, norm_hits);
-        }
+        self.non_ascii_gates(&self.raw, raw, raw_hits);
+        self.non_ascii_gates(&self.normalized, &folded.text, norm_hits);
     }
 
     /// Gate pass and checks of the normalized patterns over a derived view (deobfuscated, decoded).

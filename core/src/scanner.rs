@@ -283,3 +283,6 @@ mod tests {
         assert_eq!(windows("", 4096, 512).count(), 1);
     }
 }
+
+#[cfg(test)]
+mod fast_path_tests;
