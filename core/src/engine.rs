@@ -552,9 +552,11 @@ impl NonAsciiGates {
                 // Every occurrence in the run starts at a position holding a literal's two lead
                 // bytes: an anchored walk from each such position finds all that start there.
                 Some(leads) => {
-                    for i in from..to - 1 {
-                        let (b0, b1) = (usize::from(text[i]), usize::from(text[i + 1]));
-                        if b1 >= 0x80 && leads[b0 - 0x80][(b1 - 0x80) / 64] >> (b1 % 64) & 1 != 0 {
+                    // Both bytes of each pair are in the run, so both are non-ASCII: masking off
+                    // the high bit indexes the table without a bounds check.
+                    for (i, pair) in (from..).zip(text[from..to].windows(2)) {
+                        let (b0, b1) = (usize::from(pair[0] & 0x7F), usize::from(pair[1] & 0x7F));
+                        if leads[b0][b1 / 64] >> (b1 % 64) & 1 != 0 {
                             self.walk(aho_corasick::Anchored::Yes, text, i, to, scratch);
                         }
                     }
@@ -618,7 +620,7 @@ impl NonAsciiGates {
 }
 
 /// Offset of the first non-ASCII byte of `text` at or after `from`.
-fn next_non_ascii(text: &[u8], from: usize) -> Option<usize> {
+pub(crate) fn next_non_ascii(text: &[u8], from: usize) -> Option<usize> {
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let mut i = from;
     while let Some(chunk) = text.get(i..i + 8) {

@@ -54,6 +54,13 @@ pub(crate) fn normalize_into(src: &str, base: usize, out: &mut View) {
             out.spans.push((from, to));
             continue;
         }
+        // CJK unified ideographs are letters without decomposition or case, neither invisible
+        // nor look-alikes: the same result as the tables below, without the lookups.
+        if keep_whole(c) || ('\u{4E00}'..='\u{9FFF}').contains(&c) {
+            word.has_other_script = true;
+            out.push_char(c, from, to);
+            continue;
+        }
         if is_invisible(c) {
             continue;
         }
@@ -63,13 +70,6 @@ pub(crate) fn normalize_into(src: &str, base: usize, out: &mut View) {
             for l in c.to_lowercase() {
                 out.push_char(l, from, to);
             }
-            continue;
-        }
-        // CJK unified ideographs are letters without decomposition or case: the same result as
-        // the tables below, without the lookups.
-        if keep_whole(c) || ('\u{4E00}'..='\u{9FFF}').contains(&c) {
-            word.has_other_script = true;
-            out.push_char(c, from, to);
             continue;
         }
         decompose_compatible(c, |d| {
@@ -98,10 +98,7 @@ pub(crate) fn normalize_into(src: &str, base: usize, out: &mut View) {
 /// Equivalent to the per-char loop while the current word holds no look-alike: then closing a word
 /// only resets its state, so only the run's last word matters.
 fn push_ascii_run(bytes: &[u8], from: usize, out: &mut View, word: &mut WordState) -> usize {
-    let end = bytes[from..]
-        .iter()
-        .position(|b| !b.is_ascii())
-        .map_or(bytes.len(), |n| from + n);
+    let end = crate::engine::next_non_ascii(bytes, from).unwrap_or(bytes.len());
     let run = &bytes[from..end];
     let out_start = out.text.len();
     out.text.extend(run.iter().map(u8::to_ascii_lowercase));
