@@ -161,20 +161,26 @@ const STEP: [u8; 10 * CLASS_COUNT] = {
     t
 };
 
-/// `STEP` composed with `CLASSES`: row `state`, column byte. One load per byte instead of two.
-static BYTE_STEP: [[u8; 256]; FOUND as usize + 1] = {
-    let mut t = [[FOUND; 256]; FOUND as usize + 1];
-    let mut state = 0;
-    while state < FOUND as usize {
-        let mut b = 0;
-        while b < 256 {
-            t[state][b] = STEP[state * CLASS_COUNT + CLASSES[b] as usize];
-            b += 1;
+/// `STEP` composed with `CLASSES`, at index `byte << 4 | state`: one load per byte, and an index
+/// masked to the table's size needs no bounds check.
+static BYTE_STEP: [u8; 256 * 16] = {
+    let mut t = [FOUND; 256 * 16];
+    let mut b = 0;
+    while b < 256 {
+        let mut state = 0;
+        while state < FOUND as usize {
+            t[b << 4 | state] = STEP[state * CLASS_COUNT + CLASSES[b] as usize];
+            state += 1;
         }
-        state += 1;
+        b += 1;
     }
     t
 };
+
+#[inline(always)]
+fn step(state: u8, b: u8) -> u8 {
+    BYTE_STEP[(usize::from(b) << 4 | usize::from(state)) & (BYTE_STEP.len() - 1)]
+}
 
 /// Cheap pre-check: a leet character next to a letter, or a lone letter followed by a spacer and a
 /// letter. Ordinary prose fails it and skips the deobfuscated view entirely. A small automaton
@@ -185,14 +191,14 @@ fn may_be_obfuscated(t: &[u8]) -> bool {
     let mut chunks = t.chunks_exact(CHUNK);
     for chunk in &mut chunks {
         for &b in chunk {
-            state = BYTE_STEP[usize::from(state)][usize::from(b)];
+            state = step(state, b);
         }
         if state == FOUND {
             return true;
         }
     }
     for &b in chunks.remainder() {
-        state = BYTE_STEP[usize::from(state)][usize::from(b)];
+        state = step(state, b);
     }
     state == FOUND || state == S_PAIR
 }
