@@ -1,6 +1,7 @@
 //! `featherguard diag memory` (hidden): the process's own memory at each stage of bringing the
 //! selected guards up, so a regression in the audit shows where it comes from (rules, runtime
-//! library, session, first inference, many prompts, unload, reload).
+//! library, session, first inference, many prompts, unload, reload), and what the unload left over
+//! the process before the runtime was loaded.
 //!
 //! The stages go through the same constructors as `scan` and `serve` (the firewall builder and the
 //! ML embedder in `ml.rs`), whatever the backend, so a new backend gets its rows without changes
@@ -13,7 +14,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
-use featherguard::{Config, Firewall, Guard};
+use featherguard::{Config, Firewall, Guard, Input, ScanOptions};
 use serde::Serialize;
 use serde_json::json;
 
@@ -35,7 +36,8 @@ pub struct MemoryArgs {
     guards: crate::ml::GuardArgs,
 
     /// Scan every line of this file after the first inference (e.g. 1,000 varied prompts), then
-    /// report a stage.
+    /// report a stage; with ML guards, scan it once with the pattern guard alone before anything
+    /// heavy loads too (stage `pre_load`, the figure the unload is compared with).
     #[arg(long, value_name = "PATH")]
     prompts: Option<PathBuf>,
 
@@ -84,7 +86,35 @@ struct Recorder {
     stages: Vec<Stage>,
 }
 
+/// What the unload left: `after_unload` minus the last stage before the runtime library was
+/// loaded (`pre_load` when prompts were given, else `rules_compiled`), KiB.
+#[derive(Debug, Serialize)]
+struct Residue {
+    against: &'static str,
+    rss_kib: i64,
+    anon_kib: i64,
+    file_kib: i64,
+}
+
 impl Recorder {
+    fn stage(&self, name: &str) -> Option<&Stage> {
+        self.stages.iter().find(|s| s.stage == name)
+    }
+
+    fn residue(&self) -> Option<Residue> {
+        let after = self.stage("after_unload")?;
+        let before = self
+            .stage("pre_load")
+            .or_else(|| self.stage("rules_compiled"))?;
+        let d = |a: u64, b: u64| a as i64 - b as i64;
+        Some(Residue {
+            against: before.stage,
+            rss_kib: d(after.status.rss_kib, before.status.rss_kib),
+            anon_kib: d(after.status.anon_kib, before.status.anon_kib),
+            file_kib: d(after.status.file_kib, before.status.file_kib),
+        })
+    }
+
     fn mark(&mut self, stage: &'static str, note: Option<String>) {
         self.stages.push(Stage {
             stage,
@@ -109,6 +139,19 @@ pub fn run(cmd: &DiagCommand, cfg: &Config) -> anyhow::Result<ExitCode> {
     }
     rec.mark("rules_compiled", None);
     let ml = !fw.slots().is_empty();
+    if let (true, Some(path), Some(p)) = (ml, &args.prompts, fw.pattern()) {
+        // The pre-load figure: the pattern engine grows its lazily built automata on these
+        // prompts whether or not a model runs, so it must be in the figure the unload is compared
+        // with (as `scripts/server/load_ml.sh` warms the server up pattern-only).
+        let only_patterns = ScanOptions {
+            guards: Some(vec![p.name().to_string()]),
+            ..ScanOptions::default()
+        };
+        let n = scan_lines(path, |line| {
+            check_errors(&fw.scan_with(&Input::new(line), &only_patterns))
+        })?;
+        rec.mark("pre_load", Some(format!("{n} prompts, pattern guard only")));
+    }
     if ml {
         runtime_stage(&mut rec, cfg, &args.guards)?;
         for slot in fw.slots() {
@@ -122,14 +165,7 @@ pub fn run(cmd: &DiagCommand, cfg: &Config) -> anyhow::Result<ExitCode> {
     check_errors(&first)?;
     rec.mark("first_inference", None);
     if let Some(path) = &args.prompts {
-        let file = std::fs::File::open(path)
-            .with_context(|| format!("{}: cannot open prompts", path.display()))?;
-        let mut n = 0usize;
-        for line in io::BufReader::new(file).lines() {
-            let line = line.with_context(|| format!("{}: not UTF-8", path.display()))?;
-            check_errors(&fw.scan(&line))?;
-            n += 1;
-        }
+        let n = scan_lines(path, |line| check_errors(&fw.scan(line)))?;
         rec.mark("after_prompts", Some(format!("{n} prompts")));
     }
     if ml && !args.no_unload {
@@ -139,6 +175,7 @@ pub fn run(cmd: &DiagCommand, cfg: &Config) -> anyhow::Result<ExitCode> {
         check_errors(&fw.scan("What is the capital of France?"))?;
         rec.mark("after_reload", None);
     }
+    let residue = rec.residue();
     let stats = fw.stats();
     let mut out = io::BufWriter::new(io::stdout().lock());
     match args.format {
@@ -147,6 +184,7 @@ pub fn run(cmd: &DiagCommand, cfg: &Config) -> anyhow::Result<ExitCode> {
                 "guards": stats.guards.iter().chain(stats.slots.iter().map(|s| &s.name)).collect::<Vec<_>>(),
                 "stages": rec.stages,
                 "slots": stats.slots,
+                "unload_residue": residue,
             });
             serde_json::to_writer(&mut out, &v)?;
             writeln!(out)?;
@@ -174,10 +212,37 @@ pub fn run(cmd: &DiagCommand, cfg: &Config) -> anyhow::Result<ExitCode> {
                         .unwrap_or_default()
                 )?;
             }
+            if let Some(r) = residue {
+                let mib = |k: i64| k as f64 / 1024.0;
+                writeln!(
+                    out,
+                    "after_unload - {}: {:+.1} MiB (anon {:+.1}, file {:+.1})",
+                    r.against,
+                    mib(r.rss_kib),
+                    mib(r.anon_kib),
+                    mib(r.file_kib)
+                )?;
+            }
         }
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Calls `scan` on every line of `path`; returns the number of lines.
+fn scan_lines(
+    path: &std::path::Path,
+    mut scan: impl FnMut(&str) -> anyhow::Result<()>,
+) -> anyhow::Result<usize> {
+    let file = std::fs::File::open(path)
+        .with_context(|| format!("{}: cannot open prompts", path.display()))?;
+    let mut n = 0usize;
+    for line in io::BufReader::new(file).lines() {
+        let line = line.with_context(|| format!("{}: not UTF-8", path.display()))?;
+        scan(&line)?;
+        n += 1;
+    }
+    Ok(n)
 }
 
 fn slot_names(fw: &Firewall) -> String {

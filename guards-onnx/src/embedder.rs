@@ -124,6 +124,9 @@ struct Loaded {
 struct Slot {
     loaded: Option<Loaded>,
     stats: Option<LoadStats>,
+    /// File pages resident when the last load (or [`Embedder::load_runtime`] before it) began: the
+    /// unload pages out the ones it added.
+    resident_before: Option<crate::mem::ResidentFiles>,
 }
 
 /// all-MiniLM-L6-v2 on ONNX Runtime. Construction only resolves paths; the tokenizer and the
@@ -263,6 +266,10 @@ impl OnnxEmbedder {
         }
         let files = self.files()?.clone();
         crate::mem::bound_heap_retention();
+        if slot.resident_before.is_none() {
+            slot.resident_before =
+                Some(crate::mem::ResidentFiles::now(runtime::runtime_libraries()));
+        }
         let before = ProcStatus::read().unwrap_or_default();
         let started = Instant::now();
         let library = runtime::locate(self.config.runtime.as_deref())?;
@@ -605,6 +612,12 @@ impl Embedder for OnnxEmbedder {
 
     fn load_runtime(&self) -> Result<(), EmbedError> {
         let library = runtime::locate(self.config.runtime.as_deref())?;
+        let mut slot = self.lock();
+        if slot.loaded.is_none() && slot.resident_before.is_none() {
+            // Loading the runtime is the first part of a load: its file pages count as the load's.
+            slot.resident_before =
+                Some(crate::mem::ResidentFiles::now(runtime::runtime_libraries()));
+        }
         runtime::init(&library).map(drop)
     }
 
@@ -620,8 +633,13 @@ impl Embedder for OnnxEmbedder {
             release_free_heap();
             // The runtime stays mapped for the process (see `mem::page_out_libraries`); the
             // pages of it that loading and inference made resident are handed back until the
-            // next load runs it again.
-            crate::mem::page_out_libraries(runtime::runtime_libraries());
+            // next load runs it again, and so are the pages of this binary and other shared
+            // objects that only the model's code touched.
+            let runtime = runtime::runtime_libraries();
+            crate::mem::page_out_libraries(runtime);
+            if let Some(before) = slot.resident_before.take() {
+                before.page_out_new(runtime);
+            }
             if let Some(s) = slot.stats.as_mut() {
                 s.loaded = false;
             }
