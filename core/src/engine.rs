@@ -544,10 +544,7 @@ impl NonAsciiGates {
     fn run(&self, text: &[u8], scratch: &mut MatchScratch) {
         let mut at = 0;
         while let Some(from) = next_non_ascii(text, at) {
-            let to = text[from..]
-                .iter()
-                .position(u8::is_ascii)
-                .map_or(text.len(), |n| from + n);
+            let to = non_ascii_run_end(text, from);
             match &self.leads {
                 // Every occurrence in the run starts at a position holding a literal's two lead
                 // bytes: an anchored walk from each such position finds all that start there.
@@ -574,10 +571,7 @@ impl NonAsciiGates {
     fn run_unfiltered(&self, text: &[u8], scratch: &mut MatchScratch) {
         let mut at = 0;
         while let Some(from) = next_non_ascii(text, at) {
-            let to = text[from..]
-                .iter()
-                .position(u8::is_ascii)
-                .map_or(text.len(), |n| from + n);
+            let to = non_ascii_run_end(text, from);
             self.walk(aho_corasick::Anchored::No, text, from, to, scratch);
             at = to;
         }
@@ -621,10 +615,22 @@ impl NonAsciiGates {
 
 /// Offset of the first non-ASCII byte of `text` at or after `from`.
 pub(crate) fn next_non_ascii(text: &[u8], from: usize) -> Option<usize> {
+    next_with_high_bit(text, from, true)
+}
+
+/// End of the non-ASCII run of `text` at `from`: its first ASCII byte, or the text's end.
+fn non_ascii_run_end(text: &[u8], from: usize) -> usize {
+    next_with_high_bit(text, from, false).unwrap_or(text.len())
+}
+
+/// Offset of the first byte at or after `from` whose high bit is `set`, 8 bytes at a time.
+#[inline]
+fn next_with_high_bit(text: &[u8], from: usize, set: bool) -> Option<usize> {
     const HIGH: u64 = 0x8080_8080_8080_8080;
+    let flip = if set { 0 } else { u64::MAX };
     let mut i = from;
     while let Some(chunk) = text.get(i..i + 8) {
-        let word = u64::from_le_bytes(chunk.try_into().unwrap_or_default()) & HIGH;
+        let word = (u64::from_le_bytes(chunk.try_into().unwrap_or_default()) ^ flip) & HIGH;
         if word != 0 {
             return Some(i + word.trailing_zeros() as usize / 8);
         }
@@ -632,7 +638,7 @@ pub(crate) fn next_non_ascii(text: &[u8], from: usize) -> Option<usize> {
     }
     text[i.min(text.len())..]
         .iter()
-        .position(|b| !b.is_ascii())
+        .position(|b| (b & 0x80 != 0) == set)
         .map(|n| i + n)
 }
 
@@ -1315,6 +1321,21 @@ mod tests {
         assert!(!wb(r"(?:\bx|y)"));
         assert!(!wb(r"(?i:\bx)"));
         assert!(!wb(r"x\b"));
+    }
+
+    #[test]
+    fn high_bit_scans_agree_with_byte_loops() {
+        let text = "ab日本語cdefghijé kl\u{200B}mnopqrstuvwxyz中".as_bytes();
+        for from in 0..=text.len() {
+            let naive_non_ascii = (from..text.len()).find(|&i| !text[i].is_ascii());
+            assert_eq!(super::next_non_ascii(text, from), naive_non_ascii);
+            if naive_non_ascii == Some(from) {
+                let naive_end = (from..text.len())
+                    .find(|&i| text[i].is_ascii())
+                    .unwrap_or(text.len());
+                assert_eq!(super::non_ascii_run_end(text, from), naive_end);
+            }
+        }
     }
 
     #[test]
