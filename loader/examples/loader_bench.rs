@@ -4,7 +4,8 @@
 //! ```text
 //! loader_bench gen [DIR]                  generate the synthetic checkpoints, print their paths
 //! loader_bench materialize PATH [opts]    open + materialize all; opts: --threads N --convert f32|bf16|f16
-//!                                         --zero-then-copy --no-huge-pages
+//!                                         --fill auto|zero|fresh --switch-below GB_PER_S
+//!                                         --no-huge-pages
 //!                                         --prefault window|lazy|upfront
 //!                                         --keep-source --populate --chunk BYTES
 //!                                         --readahead CHUNKS --mmap
@@ -74,11 +75,16 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                     .transpose()?
                     .unwrap_or(0),
                 convert,
-                page_fill: if flag("--zero-then-copy") {
-                    PageFill::ZeroThenCopy
-                } else {
-                    PageFill::CopyIntoFresh
+                page_fill: match value("--fill").as_deref() {
+                    None | Some("auto") => PageFill::Auto,
+                    Some("zero") => PageFill::ZeroThenCopy,
+                    Some("fresh") => PageFill::CopyIntoFresh,
+                    Some(other) => return Err(format!("unknown --fill {other}").into()),
                 },
+                auto_switch_gb_per_s: value("--switch-below")
+                    .map(|t| t.parse())
+                    .transpose()?
+                    .unwrap_or(defaults.auto_switch_gb_per_s),
                 huge_pages: !flag("--no-huge-pages"),
                 prefault: match value("--prefault").as_deref() {
                     None | Some("window") => Prefault::PerWindow,

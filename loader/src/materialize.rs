@@ -14,8 +14,8 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Barrier, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Barrier, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use memmap2::UncheckedAdvice;
@@ -26,7 +26,7 @@ use crate::dtype::{cast_slice, cast_slice_mut, Element};
 use crate::file::{cast_error, SafeTensorsFile, TensorView};
 use crate::header::TensorInfo;
 use crate::report::{LoadMethod, LoadReport};
-use crate::sys::{page_size, Arena, FreshPages, HUGE_PAGE};
+use crate::sys::{page_size, thread_cpu_secs, Arena, FreshPages, HUGE_PAGE};
 use crate::{Dtype, LoadError};
 
 /// Alignment of every materialized tensor, in bytes (a cache line; enough for AVX-512 loads).
@@ -34,6 +34,9 @@ pub const TENSOR_ALIGN: usize = 64;
 
 /// Source bytes staged per `pread` when converting (fits in L2 alongside its output).
 const STAGE_BYTES: usize = 128 << 10;
+
+/// [`PageFill::Auto`] switches after this many slow windows (one could be a preemption).
+const AUTO_SLOW_WINDOWS: usize = 2;
 
 /// Destination bytes assembled per `UFFDIO_COPY` with [`PageFill::CopyIntoFresh`] (stays in
 /// L2 between being filled and being copied into the new pages).
@@ -67,6 +70,16 @@ pub enum Prefault {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PageFill {
+    /// Zero-then-copy (huge pages if asked) while fresh pages fault in at
+    /// `auto_switch_gb_per_s` (default 1 GB/s) per thread-CPU-second or better; once two windows fault in
+    /// slower, the rest is [`PageFill::CopyIntoFresh`]. On
+    /// VMs whose hypervisor reclaims guest memory the guest has freed (free page reporting),
+    /// fresh huge pages fault in at 0.1-0.5 GB/s until it backs them again, against 3-8 GB/s
+    /// when they are backed (docs/loader.md); copying into fresh 4 KiB pages runs at
+    /// 1.5-2.5 GB/s per thread either way. Needs [`Prefault::PerWindow`] (it times each
+    /// window's fault-in) and windows that are a multiple of 2 MiB; otherwise it is
+    /// `ZeroThenCopy`.
+    Auto,
     /// The kernel zeroes each fresh page when it is first touched (see [`Prefault`]), then the
     /// copy overwrites it.
     ZeroThenCopy,
@@ -91,6 +104,9 @@ pub struct MaterializeOptions {
     pub convert: Option<Dtype>,
     /// How destination pages are created.
     pub page_fill: PageFill,
+    /// With [`PageFill::Auto`]: a window whose fault-in runs below this many GB/s (per
+    /// thread) counts as slow.
+    pub auto_switch_gb_per_s: f64,
     /// Ask for transparent huge pages on the destination (`MADV_HUGEPAGE`) when the pages are
     /// zeroed then copied.
     pub huge_pages: bool,
@@ -116,7 +132,8 @@ impl Default for MaterializeOptions {
             read: SourceRead::Pread,
             threads: 0,
             convert: None,
-            page_fill: PageFill::CopyIntoFresh,
+            page_fill: PageFill::Auto,
+            auto_switch_gb_per_s: 1.0,
             huge_pages: true,
             prefault: Prefault::PerWindow,
             release_source: true,
@@ -383,40 +400,53 @@ impl Checkpoint {
         } else {
             None
         };
-        let mut arena = Arena::new(offset, false).map_err(|e| LoadError::Allocation {
+        let mut arena = Arena::new(offset).map_err(|e| LoadError::Allocation {
             path: self.path().to_owned(),
             bytes: offset as u64,
             cause: e,
         })?;
         let window = opts.chunk_bytes.max(1).next_multiple_of(8);
-        // Registered before any page of the arena exists; unregistered (dropped) before the
-        // arena is handed out. Unavailable is not an error: the pages are zeroed then copied.
+        // Registered before any page of the arena exists.
         let fresh = (opts.page_fill == PageFill::CopyIntoFresh && window % page_size() == 0)
-            .then(|| FreshPages::register(&arena).ok())
+            .then(|| FreshPages::register(&arena, 0).ok())
             .flatten();
         if fresh.is_none() && opts.huge_pages {
             arena.request_huge_pages();
         }
+        let auto = (opts.page_fill == PageFill::Auto
+            && opts.prefault == Prefault::PerWindow
+            && window % HUGE_PAGE == 0)
+            .then_some(opts.auto_switch_gb_per_s * 1e9);
         let spans = jobs
             .iter()
             .map(|j| (j.dst_offset, j.info.num_elements(), j.to.size()));
         let (pieces, windows) = plan_windows(spans, window);
         let threads = effective_threads(opts.threads).min(windows.len()).max(1);
-        let page_fill = if fresh.is_some() {
-            PageFill::CopyIntoFresh
-        } else {
-            PageFill::ZeroThenCopy
-        };
         let plan = Plan {
             jobs: &jobs,
             pieces: &pieces,
             windows: &windows,
             arena: &arena,
-            fresh: fresh.as_ref(),
+            window,
+            auto,
+            claims: Mutex::new(Claims {
+                next: 0,
+                slow: 0,
+                fresh_from: if fresh.is_some() { 0 } else { usize::MAX },
+            }),
+            fresh: fresh.map(OnceLock::from).unwrap_or_default(),
         };
         let phases = plan.run(threads, opts);
-        drop(fresh);
+        let fresh_from = plan.claims.lock().map_or(0, |c| c.fresh_from);
+        // Unregistered before the arena is handed out (or dropped, on error).
+        drop(plan);
         let phases = phases?;
+        let fresh_bytes: usize = windows.iter().skip(fresh_from).map(|w| w.dst.len()).sum();
+        let page_fill = if fresh_bytes > 0 {
+            PageFill::CopyIntoFresh
+        } else {
+            PageFill::ZeroThenCopy
+        };
 
         let tensors: Vec<OwnedMeta> = jobs
             .iter()
@@ -449,6 +479,7 @@ impl Checkpoint {
         report.threads = threads;
         report.huge_pages = arena.huge_pages();
         report.page_fill = Some(page_fill);
+        report.fresh_fill_bytes = fresh_bytes as u64;
         report.fault_secs = phases.fault.as_secs_f64();
         report.copy_secs = phases.copy.as_secs_f64();
         report.page_cache_resident = probe;
@@ -515,24 +546,69 @@ struct Plan<'p, 'f> {
     pieces: &'p [Piece],
     windows: &'p [Window],
     arena: &'p Arena,
-    /// Set when pages are created filled (`UFFDIO_COPY`) rather than zeroed then copied.
-    fresh: Option<&'p FreshPages>,
+    /// Window size in bytes.
+    window: usize,
+    /// With [`PageFill::Auto`]: the fault-in rate (bytes/s per thread) below which a window
+    /// counts as slow; `None` otherwise.
+    auto: Option<f64>,
+    claims: Mutex<Claims>,
+    /// Set once pages from window `fresh_from` on are created filled (`UFFDIO_COPY`).
+    fresh: OnceLock<FreshPages>,
+}
+
+/// Which window is next, and from which window on pages are created filled.
+struct Claims {
+    next: usize,
+    /// Windows whose fault-in ran below `auto_switch_gb_per_s` (counting stops mattering past
+    /// [`AUTO_SLOW_WINDOWS`]).
+    slow: usize,
+    /// First window copied into fresh pages (`usize::MAX`: none).
+    fresh_from: usize,
 }
 
 impl Plan<'_, '_> {
+    /// Claims the next window; returns its index and whether to create its pages filled.
+    fn claim(&self) -> (usize, bool) {
+        let mut c = self.claims.lock().unwrap_or_else(|p| p.into_inner());
+        let i = c.next;
+        c.next += 1;
+        (i, i >= c.fresh_from)
+    }
+
+    /// Records a window's fault-in rate (over the faulting thread's CPU time, so a thread
+    /// merely waiting for a core does not count as slow); after enough slow windows, registers the pages of
+    /// every window not yet claimed for `UFFDIO_COPY`. Claims are held meanwhile, so no worker
+    /// can be touching those pages: claimed windows lie below, and windows (multiples of 2 MiB
+    /// here) share no huge page.
+    fn note_fault_rate(&self, bytes: usize, secs: f64) {
+        match self.auto {
+            Some(rate) if (bytes as f64) < rate * secs => {}
+            _ => return,
+        }
+        let mut c = self.claims.lock().unwrap_or_else(|p| p.into_inner());
+        c.slow += 1;
+        if c.slow != AUTO_SLOW_WINDOWS || c.fresh_from != usize::MAX {
+            return;
+        }
+        let Some(w) = self.windows.get(c.next) else {
+            return;
+        };
+        let from = w.dst.start - w.dst.start % self.window;
+        // Unavailable (old kernel, seccomp): the rest stays zero-then-copy; `slow` is past the
+        // threshold now, so this is not retried.
+        if let Ok(fresh) = FreshPages::register(self.arena, from) {
+            if self.fresh.set(fresh).is_ok() {
+                c.fresh_from = c.next;
+            }
+        }
+    }
+
     fn run(&self, threads: usize, opts: &MaterializeOptions) -> Result<Phases, LoadError> {
-        let next = AtomicUsize::new(0);
         let failed = AtomicBool::new(false);
         let first_error: Mutex<Option<(usize, LoadError)>> = Mutex::new(None);
         let phases = Mutex::new(Phases::default());
         let barrier = Barrier::new(threads);
         let ahead = opts.readahead_chunks;
-        let prefault = if self.fresh.is_some() {
-            // A registered page must not be touched before it is filled.
-            Prefault::Lazy
-        } else {
-            opts.prefault
-        };
         let window_readahead = |w: &Window| {
             for piece in &self.pieces[w.pieces.clone()] {
                 readahead(&self.jobs[piece.job], piece, opts);
@@ -544,6 +620,12 @@ impl Plan<'_, '_> {
         let worker = |me: usize| {
             let mut mine = Phases::default();
             let arena = self.arena;
+            // With every page registered up front, nothing may be touched before it is filled.
+            let prefault = if self.fresh.get().is_some() {
+                Prefault::Lazy
+            } else {
+                opts.prefault
+            };
             if prefault == Prefault::UpFront {
                 let t = Instant::now();
                 let share = arena.len().div_ceil(threads).next_multiple_of(HUGE_PAGE);
@@ -557,22 +639,23 @@ impl Plan<'_, '_> {
             let mut stage = Vec::new();
             let mut block = Vec::new();
             while !failed.load(Ordering::Relaxed) {
-                let i = next.fetch_add(1, Ordering::Relaxed);
+                let (i, fresh) = self.claim();
                 let Some(window) = self.windows.get(i) else {
                     break;
                 };
                 if let Some(later) = self.windows.get(i + ahead).filter(|_| ahead > 0) {
                     window_readahead(later);
                 }
-                if prefault == Prefault::PerWindow {
-                    let t = Instant::now();
+                if prefault == Prefault::PerWindow && !fresh {
+                    let (t, cpu) = (Instant::now(), thread_cpu_secs());
                     // SAFETY: windows are disjoint and in bounds; this worker owns this one.
                     unsafe { arena.prefault(window.dst.start, window.dst.len()) };
                     mine.fault += t.elapsed();
+                    self.note_fault_rate(window.dst.len(), thread_cpu_secs() - cpu);
                 }
                 let t = Instant::now();
-                let result = match self.fresh {
-                    Some(fresh) => self.fill_fresh(window, fresh, opts, &mut block, &mut stage),
+                let result = match self.fresh.get().filter(|_| fresh) {
+                    Some(f) => self.fill_fresh(window, f, opts, &mut block, &mut stage),
                     None => self.pieces[window.pieces.clone()]
                         .iter()
                         .try_for_each(|p| self.fill_in_place(p, opts, &mut stage)),
@@ -668,7 +751,7 @@ impl Plan<'_, '_> {
             // SAFETY: [at, stop) is page-aligned, inside the registered arena (windows end
             // within its page-rounded length) and filled only here: windows are multiples of
             // the page size, so no two windows share a page, and blocks do not overlap.
-            unsafe { fresh.fill(at, buf) }.map_err(|e| LoadError::Allocation {
+            unsafe { fresh.fill(self.arena, at, buf) }.map_err(|e| LoadError::Allocation {
                 path: self.jobs[0].file.path().to_owned(),
                 bytes: (stop - at) as u64,
                 cause: e,

@@ -35,8 +35,12 @@ pub struct LoadReport {
     pub huge_pages: bool,
     /// Fraction (0..=1) of the files' pages in the page cache before the operation, when probed.
     pub page_cache_resident: Option<f64>,
-    /// How destination pages were created (`None` for `Mapped`).
+    /// How destination pages were created (`None` for `Mapped`): `CopyIntoFresh` when any
+    /// were (see `fresh_fill_bytes`).
     pub page_fill: Option<crate::PageFill>,
+    /// Destination bytes (alignment padding included) created already filled (`UFFDIO_COPY`),
+    /// the rest zeroed then copied (with `PageFill::Auto`, the part after the switch).
+    pub fresh_fill_bytes: u64,
     /// Seconds spent faulting in destination memory ahead of the copy, summed over threads
     /// (0 for `Mapped`, and with lazy prefaulting, where faults happen inside the copy).
     pub fault_secs: f64,
@@ -66,6 +70,7 @@ impl LoadReport {
             huge_pages: false,
             page_cache_resident: None,
             page_fill: None,
+            fresh_fill_bytes: 0,
             fault_secs: 0.0,
             copy_secs: 0.0,
         }
@@ -83,6 +88,7 @@ impl LoadReport {
             threads = self.threads,
             huge_pages = self.huge_pages,
             page_fill = ?self.page_fill,
+            fresh_fill_bytes = self.fresh_fill_bytes,
             page_cache_resident = ?self.page_cache_resident,
             fault_ms = self.fault_secs * 1e3,
             copy_ms = self.copy_secs * 1e3,

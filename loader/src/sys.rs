@@ -18,6 +18,21 @@ pub(crate) fn page_size() -> usize {
     }
 }
 
+/// CPU time this thread has used, in seconds: unlike wall time, not inflated while the thread
+/// waits for a core on a busy machine.
+pub(crate) fn thread_cpu_secs() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: writes one timespec, which lives on this stack frame.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return 0.0;
+    }
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
 /// Fraction of the pages of `[ptr, ptr+len)` resident in memory (page cache for file maps).
 pub(crate) fn resident_fraction(ptr: *const u8, len: usize) -> io::Result<f64> {
     if len == 0 {
@@ -78,9 +93,9 @@ unsafe impl Send for Arena {}
 unsafe impl Sync for Arena {}
 
 impl Arena {
-    /// Maps `len` zeroed bytes. With `huge_pages`, asks for transparent huge pages
-    /// (`MADV_HUGEPAGE`); whether the kernel agreed is reported by [`Arena::huge_pages`].
-    pub(crate) fn new(len: usize, huge_pages: bool) -> io::Result<Arena> {
+    /// Maps `len` zeroed bytes, 2 MiB-aligned when at least that long (so huge pages, if
+    /// requested later, line up with the loader's 2 MiB-multiple windows).
+    pub(crate) fn new(len: usize) -> io::Result<Arena> {
         if len == 0 {
             return Ok(Arena {
                 ptr: NonNull::<u64>::dangling().cast(),
@@ -88,7 +103,7 @@ impl Arena {
                 huge_pages: false,
             });
         }
-        let align = if huge_pages && len >= HUGE_PAGE {
+        let align = if len >= HUGE_PAGE {
             HUGE_PAGE
         } else {
             page_size()
@@ -123,20 +138,17 @@ impl Arena {
                 libc::munmap(end as *mut libc::c_void, base + map_len - end);
             }
         }
-        let mut arena = Arena {
+        Ok(Arena {
             // SAFETY: mmap never returns null on success, and start >= base.
             ptr: unsafe { NonNull::new_unchecked(start as *mut u8) },
             len,
             huge_pages: false,
-        };
-        if huge_pages {
-            arena.request_huge_pages();
-        }
-        Ok(arena)
+        })
     }
 
     /// Asks for transparent huge pages (`MADV_HUGEPAGE`) on pages not yet faulted in; a no-op
-    /// for arenas smaller than one huge page, which were not aligned for them.
+    /// for arenas smaller than one huge page; whether the kernel agreed is
+    /// [`Arena::huge_pages`].
     pub(crate) fn request_huge_pages(&mut self) {
         if self.len >= HUGE_PAGE {
             let len = self.len.next_multiple_of(page_size());
@@ -258,11 +270,13 @@ pub(crate) struct FreshPages {
 }
 
 impl FreshPages {
-    /// Registers the page-rounded extent of `arena`. Fails where userfaultfd is unavailable:
-    /// kernels before 5.11, seccomp filters (container defaults often deny it), or 0-length.
-    pub(crate) fn register(arena: &Arena) -> io::Result<FreshPages> {
+    /// Registers the arena's pages from byte `from` (a page multiple) to its page-rounded end;
+    /// none of them may have been touched. Fails where userfaultfd is unavailable: kernels
+    /// before 5.11, seccomp filters (container defaults often deny it), or an empty range.
+    pub(crate) fn register(arena: &Arena, from: usize) -> io::Result<FreshPages> {
         use std::os::fd::FromRawFd;
-        let len = arena.len.next_multiple_of(page_size());
+        debug_assert!(from % page_size() == 0);
+        let len = arena.len.next_multiple_of(page_size()).saturating_sub(from);
         if len == 0 {
             return Err(io::ErrorKind::InvalidInput.into());
         }
@@ -283,7 +297,7 @@ impl FreshPages {
         if unsafe { libc::ioctl(fd.as_raw_fd(), UFFDIO_API, &mut api) } != 0 {
             return Err(io::Error::last_os_error());
         }
-        let start = arena.as_ptr() as usize;
+        let start = arena.as_ptr() as usize + from;
         let mut reg = UffdioRegister {
             range: UffdioRange {
                 start: start as u64,
@@ -304,14 +318,17 @@ impl FreshPages {
         Ok(FreshPages { fd, start, len })
     }
 
-    /// Creates the pages of `[offset, offset + src.len())` of the arena holding `src`.
+    /// Creates the pages at `[offset, offset + src.len())` from the arena's start holding `src`.
     ///
     /// # Safety
     /// `offset` and `src.len()` must be multiples of the page size, the range inside the
-    /// registered arena, and none of its pages filled before (by this or any other thread).
-    pub(crate) unsafe fn fill(&self, offset: usize, src: &[u8]) -> io::Result<()> {
+    /// registered part of the arena, and none of its pages filled before (by any thread).
+    pub(crate) unsafe fn fill(&self, arena: &Arena, offset: usize, src: &[u8]) -> io::Result<()> {
         let page = page_size();
         debug_assert!(offset % page == 0 && src.len() % page == 0);
+        let offset = (arena.as_ptr() as usize + offset)
+            .checked_sub(self.start)
+            .expect("fill below the registered range");
         debug_assert!(offset + src.len() <= self.len);
         let (mut done, mut stalled) = (0, 0);
         while done < src.len() {

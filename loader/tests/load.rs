@@ -620,3 +620,54 @@ fn copy_into_fresh_pages_matches_zero_then_copy() {
         big.as_slice()
     );
 }
+
+#[test]
+fn auto_fill_switches_to_fresh_pages_after_slow_windows() {
+    // 5 windows of 2 MiB: with an unreachable rate every window is slow, so the switch comes
+    // after the second and the rest is created filled; with rate 0 it never comes.
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("m.safetensors");
+    let big: Vec<f32> = values(3, (9 << 20) / 4 + 5);
+    let big_shape = [big.len()];
+    let small: Vec<u16> = bf16_bits(&values(4, 999));
+    let tensors = vec![
+        TensorData::from_slice("big", Dtype::F32, &big_shape, &big),
+        TensorData::from_slice("small", Dtype::BF16, &[999], &small),
+    ];
+    featherguard_loader::write_safetensors(&p, &tensors, &BTreeMap::new()).unwrap();
+    let ckpt = Checkpoint::open(&p).unwrap();
+    for (rate, threads) in [(f64::INFINITY, 1), (f64::INFINITY, 2), (0.0, 2)] {
+        let m = ckpt
+            .materialize_all(&MaterializeOptions {
+                threads,
+                chunk_bytes: 2 << 20,
+                auto_switch_gb_per_s: rate,
+                ..Default::default()
+            })
+            .unwrap();
+        let report = m.report();
+        if rate > 0.0 && userfaultfd_available() {
+            assert_eq!(report.page_fill, Some(PageFill::CopyIntoFresh));
+            // At least the first two windows were zeroed then copied (fresh_fill_bytes counts
+            // the padding between tensors too, < 64 bytes here).
+            assert!(report.fresh_fill_bytes > 0);
+            assert!(
+                report.fresh_fill_bytes <= report.output_bytes + 64 - (4 << 20),
+                "{} of {} ({threads} threads)",
+                report.fresh_fill_bytes,
+                report.output_bytes
+            );
+        } else {
+            assert_eq!(report.page_fill, Some(PageFill::ZeroThenCopy));
+            assert_eq!(report.fresh_fill_bytes, 0);
+        }
+        assert_eq!(
+            m.get("big").unwrap().as_slice::<f32>().unwrap(),
+            big.as_slice()
+        );
+        assert_eq!(
+            m.get("small").unwrap().as_slice::<u16>().unwrap(),
+            small.as_slice()
+        );
+    }
+}
