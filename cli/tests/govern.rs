@@ -191,6 +191,14 @@ fn diag_memory_reports_lazy_load_unload_and_reload() {
         kib(&reloaded, "anon_kib") - kib(&unloaded, "anon_kib") > 30 << 10,
         "{v}"
     );
+    // Without --prompts the residue is counted from the last stage before the runtime loaded.
+    let residue = &v["unload_residue"];
+    assert_eq!(residue["against"], "rules_compiled", "{v}");
+    assert_eq!(
+        residue["rss_kib"].as_i64(),
+        Some(kib(&unloaded, "rss_kib") - kib(&rules, "rss_kib")),
+        "{v}"
+    );
     let slot = &v["slots"][0];
     assert_eq!(slot["name"], "similarity");
     assert_eq!(
