@@ -124,8 +124,7 @@ struct Loaded {
 struct Slot {
     loaded: Option<Loaded>,
     stats: Option<LoadStats>,
-    /// File pages resident when the last load (or [`Embedder::load_runtime`] before it) began: the
-    /// unload pages out the ones it added.
+    /// File pages resident when the last load began: the unload pages out the ones it added.
     resident_before: Option<crate::mem::ResidentFiles>,
 }
 
@@ -266,10 +265,7 @@ impl OnnxEmbedder {
         }
         let files = self.files()?.clone();
         crate::mem::bound_heap_retention();
-        if slot.resident_before.is_none() {
-            slot.resident_before =
-                Some(crate::mem::ResidentFiles::now(runtime::runtime_libraries()));
-        }
+        slot.resident_before = Some(crate::mem::ResidentFiles::now(runtime::runtime_libraries()));
         let before = ProcStatus::read().unwrap_or_default();
         let started = Instant::now();
         let library = runtime::locate(self.config.runtime.as_deref())?;
@@ -612,12 +608,6 @@ impl Embedder for OnnxEmbedder {
 
     fn load_runtime(&self) -> Result<(), EmbedError> {
         let library = runtime::locate(self.config.runtime.as_deref())?;
-        let mut slot = self.lock();
-        if slot.loaded.is_none() && slot.resident_before.is_none() {
-            // Loading the runtime is the first part of a load: its file pages count as the load's.
-            slot.resident_before =
-                Some(crate::mem::ResidentFiles::now(runtime::runtime_libraries()));
-        }
         runtime::init(&library).map(drop)
     }
 
