@@ -221,17 +221,20 @@ type SplitCaches = [Option<hybrid::dfa::Cache>; 2];
 /// A candidate match start: a pattern may match where its gate literal starts. Packed into one
 /// integer (pattern, start, literal length from high to low bits) so sorting thousands of them per
 /// window compares integers.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy)]
 struct Candidate(u64);
+
+/// Where a candidate's pattern starts in its integer.
+const CANDIDATE_PATTERN_SHIFT: u32 = 40;
 
 impl Candidate {
     fn new(pattern: u32, start: usize, end: usize) -> Candidate {
         let len = (end - start).min(0xff) as u64;
-        Candidate(u64::from(pattern) << 40 | (start as u64) << 8 | len)
+        Candidate(u64::from(pattern) << CANDIDATE_PATTERN_SHIFT | (start as u64) << 8 | len)
     }
 
     fn pattern(self) -> u32 {
-        (self.0 >> 40) as u32
+        (self.0 >> CANDIDATE_PATTERN_SHIFT) as u32
     }
 
     fn start(self) -> usize {
@@ -245,7 +248,8 @@ impl Candidate {
 
 /// Reusable per-scan buffers for one matcher.
 pub(crate) struct MatchScratch {
-    candidates: Vec<Candidate>,
+    /// `Candidate`s, as their integers: sorted by the same code as `scan_hits`.
+    candidates: Vec<u64>,
     /// Gate hits of `Check::Scan` patterns: pattern in the high half, start in the low half.
     scan_hits: Vec<u64>,
     /// Spans a scan pattern must run over, merged from its hits.
@@ -259,8 +263,7 @@ pub(crate) struct MatchScratch {
     /// Per pattern, a count and then an offset: the counting sort that groups hits by pattern.
     counts: Vec<u32>,
     /// Where the counting sort writes; swapped with the list it sorts.
-    spare_candidates: Vec<Candidate>,
-    spare_hits: Vec<u64>,
+    spare: Vec<u64>,
 }
 
 impl MatchScratch {
@@ -275,7 +278,7 @@ impl MatchScratch {
         if target & SCAN_BIT != 0 {
             self.scan_hits.push(u64::from(pattern) << 32 | start as u64);
         } else {
-            self.candidates.push(Candidate::new(pattern, start, end));
+            self.candidates.push(Candidate::new(pattern, start, end).0);
         }
     }
 }
@@ -733,8 +736,7 @@ impl Matcher {
             caches: (0..patterns).map(|_| None).collect(),
             split_caches: (0..patterns).map(|_| None).collect(),
             counts: vec![0; patterns],
-            spare_candidates: Vec::new(),
-            spare_hits: Vec::new(),
+            spare: Vec::new(),
         }
     }
 }
@@ -1079,11 +1081,10 @@ impl RuleSet {
             caches,
             split_caches,
             counts,
-            spare_candidates,
-            spare_hits,
+            spare,
             ..
         } = scratch;
-        group_sort(scan_hits, |h| (h >> 32) as usize, counts, spare_hits);
+        group_sort(scan_hits, 32, counts, spare);
         scan_hits.dedup();
         for hits in scan_hits.chunk_by(|a, b| a >> 32 == b >> 32) {
             let i = (hits[0] >> 32) as usize;
@@ -1114,11 +1115,11 @@ impl RuleSet {
             });
         }
         if !cands.is_empty() {
-            group_sort(cands, |c| c.pattern() as usize, counts, spare_candidates);
+            group_sort(cands, CANDIDATE_PATTERN_SHIFT, counts, spare);
             let mut current = u32::MAX;
             let mut last_end = 0usize;
             let mut count = 0usize;
-            for &c in cands.iter() {
+            for c in cands.iter().map(|&c| Candidate(c)) {
                 if c.pattern() != current {
                     current = c.pattern();
                     last_end = 0;
@@ -1174,17 +1175,12 @@ impl RuleSet {
     }
 }
 
-/// Sort `items` ascending, like `sort_unstable`, in about linear time when they come grouped by a
-/// small key (`key(x) < counts.len()`, the pattern, the most significant part of the order) and
-/// already nearly in order within each group, as gate hits do: a stable counting sort by `key`
-/// into `spare`, then each group sorted on its own (a check, for groups already in order).
+/// Sort `items` ascending, like `sort_unstable`, in about linear time when they come grouped by
+/// their high bits (`x >> key_shift < counts.len()`: the pattern) and already nearly in order
+/// within each group, as gate hits do: a stable counting sort by the key into `spare`, then each
+/// group sorted on its own (a check, for groups already in order).
 /// `counts` must be all zero and is left so.
-fn group_sort<T: Copy + Ord>(
-    items: &mut Vec<T>,
-    key: impl Fn(&T) -> usize,
-    counts: &mut [u32],
-    spare: &mut Vec<T>,
-) {
+fn group_sort(items: &mut Vec<u64>, key_shift: u32, counts: &mut [u32], spare: &mut Vec<u64>) {
     if items.len() < 2 {
         return;
     }
@@ -1194,7 +1190,7 @@ fn group_sort<T: Copy + Ord>(
         return;
     }
     for x in items.iter() {
-        counts[key(x)] += 1;
+        counts[(x >> key_shift) as usize] += 1;
     }
     // Counts become group starts, then (after the scatter) group ends.
     let mut sum = 0u32;
@@ -1206,7 +1202,7 @@ fn group_sort<T: Copy + Ord>(
     spare.clear();
     spare.resize(items.len(), items[0]);
     for x in items.iter() {
-        let slot = &mut counts[key(x)];
+        let slot = &mut counts[(x >> key_shift) as usize];
         spare[*slot as usize] = *x;
         *slot += 1;
     }
@@ -1360,7 +1356,7 @@ mod tests {
             }
             let mut expected = items.clone();
             expected.sort_unstable();
-            super::group_sort(&mut items, |h| (h >> 32) as usize, &mut counts, &mut spare);
+            super::group_sort(&mut items, 32, &mut counts, &mut spare);
             assert_eq!(items, expected);
             assert!(counts.iter().all(|&c| c == 0));
         }
