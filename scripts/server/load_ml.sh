@@ -11,7 +11,8 @@
 #      load phases use are in it, as they are after the unload: the difference is the model's.
 #      The figure of the idle server before any traffic is reported too (`rss_cold`).
 # Needs the ONNX runtime and model (`cargo xtask setup --only onnx,models`).
-# Results: one JSON line per phase in $OUT/results.jsonl and a table on stdout.
+# Results: one JSON line per phase in $OUT/results.jsonl and a table on stdout; /proc/PID/smaps at
+# the pre-load and idle points in $OUT/{pre-load,after-unload}.smaps.
 # Usage: scripts/server/load_ml.sh [extra `featherguard serve` arguments]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -50,6 +51,8 @@ for c in 1 8 64; do
   timeout 60 "$LG" --addr "127.0.0.1:$PORT" --guards patterns -c "$c" -d "$WARM" > /dev/null
 done
 PRE_RSS=$(field VmRSS); PRE_ANON=$(field RssAnon); PRE_FILE=$(field RssFile)
+# Per-mapping figures at both points, to tell what a residue is (heap arenas, stacks, libraries).
+cp "/proc/$PID/smaps" "$OUT/pre-load.smaps"
 echo "before load: $(slot)" >&2
 [ "$(curl -s "http://127.0.0.1:$PORT/v1/guards" | jq -r '.slots[0].loads')" = 0 ] || { echo "model loaded by the warm-up" >&2; exit 1; }
 
@@ -68,6 +71,7 @@ until [ "$(curl -s "http://127.0.0.1:$PORT/v1/guards" | jq -r '.slots[0].state')
 done
 sleep 0.5
 IDLE_RSS=$(field VmRSS); IDLE_ANON=$(field RssAnon); IDLE_FILE=$(field RssFile)
+cp "/proc/$PID/smaps" "$OUT/after-unload.smaps"
 AFTER_UNLOAD=$(slot)
 curl -s "http://127.0.0.1:$PORT/v1/scan" -d '{"text": "Recommend a good novel."}' > /dev/null
 RELOADED=$(slot)
