@@ -138,18 +138,20 @@ pub(crate) fn for_each_segment(
 ) {
     let bytes = text.as_bytes();
     let mut i = 0;
-    while i < bytes.len() {
-        if ends_run(bytes[i]) {
-            i += 1;
-            continue;
-        }
+    loop {
         // A run of non-space, non-quote ASCII bytes: candidate for base64, hex or URL-encoding.
+        // Two plain loops over the byte table: the scan every window pays.
+        while i < bytes.len() && ends_run(bytes[i]) {
+            i += 1;
+        }
+        if i == bytes.len() {
+            break;
+        }
         let start = i;
-        let end = bytes[start..]
-            .iter()
-            .position(|&c| ends_run(c))
-            .map_or(bytes.len(), |n| start + n);
-        i = end;
+        while i < bytes.len() && !ends_run(bytes[i]) {
+            i += 1;
+        }
+        let end = i;
         let run = &bytes[start..end];
         // Most runs are words: too short for any encoding (a 2-byte run may start spaced hex).
         if run.len() < MIN_URL_ESCAPES * 3 && run.len() != 2 {
