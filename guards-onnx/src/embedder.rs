@@ -618,9 +618,8 @@ impl Embedder for OnnxEmbedder {
 
     fn unload(&self) -> bool {
         let mut slot = self.lock();
-        let was = slot.loaded.take().is_some();
+        let was = crate::mem::release_merged(|| slot.loaded.take().is_some());
         if was {
-            release_free_heap();
             // The runtime stays mapped for the process (see `mem::page_out_libraries`); the
             // pages of it that loading and inference made resident are handed back until the
             // next load runs it again, and so are the pages of this binary and other shared

@@ -18,20 +18,47 @@ const MMAP_THRESHOLD: i32 = 128 * 1024;
 /// - The trim threshold that the dynamic rule would pair with it (twice the mmap threshold): the
 ///   dynamic rule may already have raised it to megabytes before this runs, and a thread arena only
 ///   gives its free top back when it exceeds the threshold.
-/// - No fastbins: glibc parks freed blocks of up to 128 bytes in fastbins without merging them.
-///   `malloc_trim` merges them into the top of a thread arena but only trims the main arena's
-///   top, so an arena of a thread that built the session or tokenizer kept its whole emptied top
-///   resident after an unload (3.7 MiB measured). Without fastbins every free merges at once and a
-///   thread arena's top is trimmed on the free that empties it. Small blocks still go through the
-///   per-thread cache first, so the cost is a merge on cache overflow.
 pub fn bound_heap_retention() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes glibc's allocation parameters; it has no preconditions.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 2 * MMAP_THRESHOLD);
+    }
+}
+
+/// glibc's default largest fastbin block on 64-bit targets (`64 * sizeof(size_t) / 4` bytes).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const DEFAULT_MXFAST: i32 = (64 * std::mem::size_of::<usize>() / 4) as i32;
+
+/// Runs `free` (an unload dropping the model) with glibc's fastbins off, returns free heap to the
+/// kernel, and turns fastbins back on.
+///
+/// Why: glibc parks freed blocks of up to 128 bytes in fastbins without merging them. `malloc_trim`
+/// merges them into the top of a thread arena but only trims the main arena's top, so the arena of
+/// a thread that built the tokenizer or ran the session kept its whole emptied top resident after
+/// an unload (3.4 MiB measured; how much depended on allocation order). With fastbins off, every
+/// free merges at once and the free that empties a thread arena trims it. A first `malloc_trim`
+/// merges what is already parked (the inference thread's cached blocks, freed as it exited) so the
+/// model's frees can merge through it. Off only for the unload: kept off for the whole process,
+/// the request workers' arenas of a server kept ~1 MiB more after an idle unload (medians of 9 and
+/// 6 runs of `scripts/server/load_ml.sh`, docs/server.md).
+pub fn release_merged<T>(free: impl FnOnce() -> T) -> T {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes glibc's allocation parameters and may be called at any time;
+    // blocks parked in fastbins meanwhile are merged by the next consolidation.
+    unsafe {
         libc::mallopt(libc::M_MXFAST, 0);
     }
+    featherguard_core::release_free_heap();
+    let out = free();
+    featherguard_core::release_free_heap();
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: as above.
+    unsafe {
+        libc::mallopt(libc::M_MXFAST, DEFAULT_MXFAST);
+    }
+    out
 }
 
 /// Shared objects this process has mapped (paths from `/proc/self/maps`); empty where it cannot

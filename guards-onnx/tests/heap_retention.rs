@@ -4,7 +4,7 @@
 #![cfg(all(target_os = "linux", target_env = "gnu"))]
 
 use featherguard_core::{release_free_heap, ProcStatus};
-use featherguard_onnx::mem::bound_heap_retention;
+use featherguard_onnx::mem::{bound_heap_retention, release_merged};
 
 const MIB: u64 = 1 << 20;
 
@@ -28,8 +28,7 @@ fn small_blocks_built_on_another_thread_are_returned_after_their_free() {
         built > before + 15 * MIB,
         "the blocks should take ~20 MiB: {before} -> {built}"
     );
-    drop(blocks);
-    release_free_heap();
+    release_merged(|| drop(blocks));
     let after = ProcStatus::read().unwrap().anon;
     assert!(
         after < before + 2 * MIB,
