@@ -31,8 +31,12 @@ pub fn bound_heap_retention() {
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 const DEFAULT_MXFAST: i32 = (64 * std::mem::size_of::<usize>() / 4) as i32;
 
-/// Runs `free` (an unload dropping the model) with glibc's fastbins off, returns free heap to the
-/// kernel, and turns fastbins back on.
+/// glibc's default padding kept above a trimmed heap top (`glibc.malloc.top_pad`, 128 KiB).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const DEFAULT_TOP_PAD: i32 = 128 * 1024;
+
+/// Runs `free` (an unload dropping the model) with glibc's fastbins off and no top padding, returns
+/// free heap to the kernel, and restores both.
 ///
 /// Why: glibc parks freed blocks of up to 128 bytes in fastbins without merging them. `malloc_trim`
 /// merges them into the top of a thread arena but only trims the main arena's top, so the arena of
@@ -42,13 +46,16 @@ const DEFAULT_MXFAST: i32 = (64 * std::mem::size_of::<usize>() / 4) as i32;
 /// merges what is already parked (the inference thread's cached blocks, freed as it exited) so the
 /// model's frees can merge through it. Off only for the unload: kept off for the whole process,
 /// the request workers' arenas of a server kept ~1 MiB more after an idle unload (medians of 9 and
-/// 6 runs of `scripts/server/load_ml.sh`, docs/server.md).
+/// 6 runs of `scripts/server/load_ml.sh`, docs/server.md). The top padding is what a trimmed
+/// thread arena keeps above its top for the next growth (128 KiB each); during the unload there is
+/// no next growth to save a system call for.
 pub fn release_merged<T>(free: impl FnOnce() -> T) -> T {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes glibc's allocation parameters and may be called at any time;
     // blocks parked in fastbins meanwhile are merged by the next consolidation.
     unsafe {
         libc::mallopt(libc::M_MXFAST, 0);
+        libc::mallopt(libc::M_TOP_PAD, 0);
     }
     featherguard_core::release_free_heap();
     let out = free();
@@ -57,6 +64,7 @@ pub fn release_merged<T>(free: impl FnOnce() -> T) -> T {
     // SAFETY: as above.
     unsafe {
         libc::mallopt(libc::M_MXFAST, DEFAULT_MXFAST);
+        libc::mallopt(libc::M_TOP_PAD, DEFAULT_TOP_PAD);
     }
     out
 }
