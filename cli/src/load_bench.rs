@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use featherguard_loader::{
-    Checkpoint, Dtype, LoadReport, MaterializeOptions, OpenOptions, SourceRead,
+    Checkpoint, Dtype, LoadReport, MaterializeOptions, OpenOptions, PageFill, SourceRead,
 };
 use serde_json::json;
 
@@ -37,6 +37,17 @@ pub enum Read {
     Mmap,
 }
 
+/// How fresh destination pages get their bytes (`--fill`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Fill {
+    /// Zero-then-copy while fresh pages fault in fast, copy-into-fresh once they do not.
+    Auto,
+    /// The kernel zeroes each page on first touch, then the copy overwrites it.
+    ZeroThenCopy,
+    /// Pages created already holding their bytes (userfaultfd), where the kernel allows it.
+    CopyIntoFresh,
+}
+
 /// Load a checkpoint (map, copy or convert) and report files, tensors, bytes, time, GB/s.
 #[derive(Debug, Clone, clap::Args)]
 pub struct LoadBenchArgs {
@@ -60,6 +71,9 @@ pub struct LoadBenchArgs {
     /// Do not ask for transparent huge pages on the destination.
     #[arg(long)]
     pub no_huge_pages: bool,
+    /// How fresh destination pages get their bytes (the report says what actually ran).
+    #[arg(long, value_enum, default_value_t = Fill::Auto)]
+    pub fill: Fill,
     /// How materialization reads: `pread` into the destination (no source pages mapped), or
     /// copy out of the file mapping, releasing consumed pages unless `--keep-source`.
     #[arg(long, value_enum, default_value_t = Read::Pread)]
@@ -101,7 +115,7 @@ pub fn run(args: &LoadBenchArgs) -> anyhow::Result<ExitCode> {
             for (i, r) in reports.iter().enumerate() {
                 println!(
                     "run {}: {:?} {} tensors from {} file(s), {} bytes in {:.3} ms = {:.2} GB/s \
-                     ({} threads, huge pages: {}, page cache before: {})",
+                     ({} threads, huge pages: {}, fill: {}, page cache before: {})",
                     i + 1,
                     r.method,
                     r.tensors,
@@ -111,6 +125,10 @@ pub fn run(args: &LoadBenchArgs) -> anyhow::Result<ExitCode> {
                     r.gb_per_s(),
                     r.threads,
                     r.huge_pages,
+                    r.page_fill.map_or("none".into(), |f| format!(
+                        "{f:?}, {:.0} MB created filled",
+                        r.fresh_fill_bytes as f64 / 1e6
+                    )),
                     r.page_cache_resident
                         .map_or("unknown".into(), |f| format!("{:.0}%", f * 100.0)),
                 );
@@ -157,6 +175,11 @@ fn run_once(args: &LoadBenchArgs) -> anyhow::Result<LoadReport> {
             Target::F16 => Dtype::F16,
         }),
         huge_pages: !args.no_huge_pages,
+        page_fill: match args.fill {
+            Fill::Auto => PageFill::Auto,
+            Fill::ZeroThenCopy => PageFill::ZeroThenCopy,
+            Fill::CopyIntoFresh => PageFill::CopyIntoFresh,
+        },
         release_source: !args.keep_source,
         ..Default::default()
     };
