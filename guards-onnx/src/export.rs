@@ -16,7 +16,7 @@ use featherguard_loader::{Dtype, Header};
 
 pub use featherguard_arch::{EncoderShape, EncoderSpec};
 
-use crate::proto::{node, tensor_external, tensor_inline, value_info, Attr, Dim, Elem, Msg};
+use crate::proto::{model, node, tensor_external, tensor_inline, value_info, Attr, Dim, Elem, Msg};
 
 /// Why a checkpoint cannot be exported.
 #[derive(Debug, thiserror::Error)]
@@ -101,17 +101,8 @@ pub fn export_encoder(
             &[Dim::Named("batch"), Dim::Fixed(shape.hidden as i64)],
         ),
     );
-    let mut opset = Msg::new();
-    opset.str(1, "").int(2, 17);
-    let mut model = Msg::new();
-    model
-        .int(1, 8)
-        .str(2, "featherguard")
-        .str(3, env!("CARGO_PKG_VERSION"))
-        .msg(7, &graph)
-        .msg(8, &opset);
     Ok(Exported {
-        onnx: model.finish(),
+        onnx: model(&graph),
         shape,
     })
 }

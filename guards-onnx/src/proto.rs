@@ -148,6 +148,21 @@ pub fn tensor_external(
     m
 }
 
+/// `ModelProto` bytes around `graph`: IR version 8, default-domain opset 17, featherguard as the
+/// producer.
+pub fn model(graph: &Msg) -> Vec<u8> {
+    let mut opset = Msg::new();
+    opset.str(1, "").int(2, 17);
+    let mut model = Msg::new();
+    model
+        .int(1, 8)
+        .str(2, "featherguard")
+        .str(3, env!("CARGO_PKG_VERSION"))
+        .msg(7, graph)
+        .msg(8, &opset);
+    model.finish()
+}
+
 /// A dimension of a graph input or output: fixed or symbolic.
 pub enum Dim<'a> {
     Fixed(i64),

@@ -96,16 +96,12 @@ pub fn init(path: &Path) -> Result<(PathBuf, ort::environment::Environment), Emb
 /// state, instead of in between the real session's short-lived graph-building allocations, where
 /// it kept partly used heap pages resident after an unload (0.3-0.5 MiB, `diag memory`).
 fn warm_session_registries(env: &ort::environment::Environment) -> Result<(), String> {
-    use crate::proto::{node, value_info, Dim, Elem, Msg};
+    use crate::proto::{model, node, value_info, Dim, Elem, Msg};
     let mut graph = Msg::new();
     graph.msg(1, &node("Identity", "", &["x"], &["y"], &[]));
     graph.str(2, "warm-up");
     graph.msg(11, &value_info("x", Elem::F32, &[Dim::Fixed(1)]));
     graph.msg(12, &value_info("y", Elem::F32, &[Dim::Fixed(1)]));
-    let mut opset = Msg::new();
-    opset.str(1, "").int(2, 17);
-    let mut model = Msg::new();
-    model.int(1, 8).msg(7, &graph).msg(8, &opset);
     let fail = |e: ort::Error<ort::session::builder::SessionBuilder>| e.to_string();
     let session = ort::session::Session::builder(env)
         .map_err(|e| e.to_string())?
@@ -115,7 +111,7 @@ fn warm_session_registries(env: &ort::environment::Environment) -> Result<(), St
         .map_err(fail)?
         .with_intra_op_spinning(false)
         .map_err(fail)?
-        .commit_from_memory(&model.finish())
+        .commit_from_memory(&model(&graph))
         .map_err(|e| e.to_string())?;
     drop(session);
     Ok(())
