@@ -25,7 +25,12 @@ pub struct Workspace {
 impl Workspace {
     /// The workspace this xtask belongs to.
     pub fn locate() -> Workspace {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        // `cargo xtask` (cargo run) sets CARGO_MANIFEST_DIR for this run; the compile-time value
+        // would name whichever checkout built a binary that another checkout sharing the
+        // target dir reuses.
+        let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+            .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+        let root = manifest_dir
             .parent()
             .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
         let target = std::env::var_os("CARGO_TARGET_DIR")
