@@ -140,6 +140,141 @@ fn ends_with(hir: &Hir, set: &mut [bool; 256]) -> bool {
     }
 }
 
+/// Offsets from a match start that a [`Follow`] describes.
+pub const FOLLOW_SPAN: usize = 8;
+
+/// Which bytes may stand at each of the first offsets of any match: a necessary condition that
+/// rejects most gate hits (a digit of "Ref 35761" for a card pattern) in a few loads, before a
+/// DFA runs. Bit `i` of `table[b]` is set when byte `b` may stand `i` bytes after the start;
+/// every match is at least `len` bytes long (`len <= FOLLOW_SPAN`).
+pub struct Follow {
+    pub len: usize,
+    pub table: [u8; 256],
+}
+
+impl Follow {
+    /// Whether a match may start at `at` in `text`.
+    #[inline]
+    pub fn admits(&self, text: &[u8], at: usize) -> bool {
+        let Some(bytes) = text.get(at..at + self.len) else {
+            return false;
+        };
+        let mut ok = 1u8;
+        for (i, &b) in bytes.iter().enumerate() {
+            ok &= self.table[usize::from(b)] >> i;
+            if ok & 1 == 0 {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// The [`Follow`] of a parsed pattern, from its start.
+pub fn follow(hir: &Hir) -> Follow {
+    let mut table = [0u8; 256];
+    let ends = follow_walk(hir, 1, &mut table);
+    Follow {
+        len: (ends.trailing_zeros() as usize).min(FOLLOW_SPAN),
+        table,
+    }
+}
+
+/// A set of offsets from the match start: bit `o` for `o < FOLLOW_SPAN`, and [`BEYOND`] for any
+/// offset past them (where nothing is recorded).
+type Offsets = u16;
+const BEYOND: Offsets = 1 << FOLLOW_SPAN;
+const NEAR: Offsets = BEYOND - 1;
+
+/// Every offset of `offsets` moved `n` bytes on.
+fn shift(offsets: Offsets, n: usize) -> Offsets {
+    if offsets == 0 {
+        return 0;
+    }
+    if n >= FOLLOW_SPAN {
+        return BEYOND;
+    }
+    let moved = u32::from(offsets & NEAR) << n;
+    let mut out = (moved as Offsets) & NEAR;
+    if moved > u32::from(NEAR) || offsets & BEYOND != 0 {
+        out |= BEYOND;
+    }
+    out
+}
+
+/// Records in `table` the bytes `hir` may put at each offset when it starts at one of `ins`;
+/// returns the offsets it may end at. Over-approximates (bounded repetitions are walked like
+/// unbounded ones, look-arounds ignored), never under.
+fn follow_walk(hir: &Hir, ins: Offsets, table: &mut [u8; 256]) -> Offsets {
+    if ins & NEAR == 0 {
+        return ins;
+    }
+    let near = (ins & NEAR) as u8;
+    match hir.kind() {
+        HirKind::Empty | HirKind::Look(_) => ins,
+        HirKind::Literal(Literal(bytes)) => {
+            for (j, &b) in bytes.iter().enumerate() {
+                table[usize::from(b)] |= (shift(ins, j) & NEAR) as u8;
+            }
+            shift(ins, bytes.len())
+        }
+        HirKind::Class(Class::Bytes(c)) => {
+            for r in c.ranges() {
+                for b in r.start()..=r.end() {
+                    table[usize::from(b)] |= near;
+                }
+            }
+            shift(ins, 1)
+        }
+        HirKind::Class(Class::Unicode(c)) => {
+            let mut out = shift(ins, 1);
+            for r in c.ranges() {
+                let hi = u32::from(r.end()).min(0x7F);
+                for b in u32::from(r.start())..=hi {
+                    table[b as usize] |= near;
+                }
+                if u32::from(r.end()) > 0x7F {
+                    // Any lead and continuation bytes, over the two to four bytes of the char.
+                    let spread = ins | shift(ins, 1) | shift(ins, 2) | shift(ins, 3);
+                    for t in &mut table[0x80..] {
+                        *t |= (spread & NEAR) as u8;
+                    }
+                    out |= shift(ins, 2) | shift(ins, 3) | shift(ins, 4);
+                }
+            }
+            out
+        }
+        HirKind::Repetition(rep) => {
+            let mut cur = ins;
+            for _ in 0..rep.min {
+                let next = follow_walk(&rep.sub, cur, table);
+                if next == cur || next & NEAR == 0 {
+                    // A fixpoint, or everything past the span: more rounds change nothing.
+                    cur = next;
+                    break;
+                }
+                cur = next;
+            }
+            if rep.max == Some(rep.min) {
+                return cur;
+            }
+            let mut all = cur;
+            loop {
+                let next = follow_walk(&rep.sub, all, table);
+                if next & !all == 0 {
+                    return all;
+                }
+                all |= next;
+            }
+        }
+        HirKind::Capture(cap) => follow_walk(&cap.sub, ins, table),
+        HirKind::Concat(subs) => subs.iter().fold(ins, |at, sub| follow_walk(sub, at, table)),
+        HirKind::Alternation(subs) => subs
+            .iter()
+            .fold(0, |out, sub| out | follow_walk(sub, ins, table)),
+    }
+}
+
 /// Expected occurrences per text position of any literal of the set.
 fn set_cost(lits: &[Vec<u8>]) -> f64 {
     lits.iter().map(|l| literal_cost(l)).sum()
@@ -373,6 +508,35 @@ mod tests {
 
     fn gate_of(p: &str) -> Option<Gate> {
         gate(&parse(p).unwrap())
+    }
+
+    fn admits(pattern: &str, text: &str, at: usize) -> bool {
+        follow(&parse(pattern).unwrap()).admits(text.as_bytes(), at)
+    }
+
+    #[test]
+    fn follow_rejects_starts_no_match_can_have() {
+        let card = r"\b(?:4\d{3}|5[1-5]\d{2}|3[47]\d{2})(?:[ \-]?\d){8,15}\b";
+        assert!(admits(card, "4111 1111 1111 1111", 0));
+        assert!(admits(card, "x 4111-1111-1111-1111", 2));
+        assert!(
+            !admits(card, "Ref 35761 To", 4),
+            "a letter within the first 8 bytes"
+        );
+        assert!(!admits(card, "4111", 0), "text shorter than any match");
+        let rev = r"(?i)\b(?:backwards?|in\s+reverse)\b";
+        assert!(admits(rev, "read it in  reverse", 8));
+        assert!(admits(rev, "BACKWARD", 0));
+        assert!(!admits(rev, "in the", 0));
+        assert!(!admits(rev, "backup", 0));
+        // Optional and repeated pieces: every alignment is allowed.
+        let opt = r"a(?:bc)?d{2,}e";
+        assert!(admits(opt, "adde", 0));
+        assert!(admits(opt, "abcdddde", 0));
+        assert!(!admits(opt, "axdde", 0));
+        // Non-ASCII text is bytes of its UTF-8 encoding.
+        assert!(admits("x(?:é|ü)y", "xüy", 0));
+        assert!(!admits("x(?:é|ü)y", "xay", 0));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use regex_automata::util::syntax;
 use regex_automata::{hybrid, meta};
 use regex_automata::{Anchored, Input, MatchKind, PatternID, PatternSet};
 
-use crate::anchors::Gate;
+use crate::anchors::{Follow, Gate};
 use crate::fold::{fold_pattern, fold_str};
 use crate::rules::{Rule, RuleError, ViewKind};
 use crate::validate::Validator;
@@ -69,6 +69,8 @@ struct Pattern {
     fwd: OnceLock<Option<Box<hybrid::dfa::DFA>>>,
     /// Full regex for scans, captures (validators) and as a fallback; built on first use.
     single: OnceLock<Option<meta::Regex>>,
+    /// Bytes the first offsets of a match may hold, for anchored checks; built on first use.
+    follow: OnceLock<Option<Box<Follow>>>,
 }
 
 impl Pattern {
@@ -108,6 +110,18 @@ impl Pattern {
         self.single()?.search(&input).map(|m| m.end())
     }
 
+    /// Whether a match may start at `start`, by the bytes there; `true` when unknown.
+    #[inline]
+    fn may_start(&self, text: &[u8], start: usize) -> bool {
+        self.follow
+            .get_or_init(|| {
+                let hir = crate::anchors::parse(&self.source).ok()?;
+                Some(Box::new(crate::anchors::follow(&hir)))
+            })
+            .as_deref()
+            .is_none_or(|f| f.admits(text, start))
+    }
+
     fn split(&self) -> Option<&Split> {
         self.split
             .get_or_init(|| {
@@ -141,6 +155,7 @@ impl Pattern {
                 Some(Box::new(Split {
                     before,
                     before_ends,
+                    rest_follow: crate::anchors::follow(&rest),
                     rest: longest(&rest, false)?,
                 }))
             })
@@ -179,6 +194,8 @@ struct Split {
     /// The bytes `before` can end with, when that is a known set: a hit after any other byte is
     /// rejected without running the DFA (most digit hits of the PII patterns).
     before_ends: Option<Box<[bool; 256]>>,
+    /// The bytes a match of `rest` may start with: most hits end here, before any DFA runs.
+    rest_follow: Follow,
     rest: hybrid::dfa::DFA,
 }
 
@@ -189,11 +206,15 @@ impl Split {
         caches: &mut SplitCaches,
         text: &[u8],
         p: usize,
+        filter: bool,
     ) -> Result<Option<(usize, usize)>, regex_automata::MatchError> {
         if let Some(ends) = &self.before_ends {
             if p == 0 || !ends[usize::from(text[p - 1])] {
                 return Ok(None);
             }
+        }
+        if filter && !self.rest_follow.admits(text, p) {
+            return Ok(None);
         }
         let start = match &self.before {
             None => p,
@@ -812,6 +833,7 @@ impl RuleSet {
                     split: OnceLock::new(),
                     fwd: OnceLock::new(),
                     single: OnceLock::new(),
+                    follow: OnceLock::new(),
                 });
             }
             if !rule.literals.is_empty() {
@@ -847,6 +869,7 @@ impl RuleSet {
                     split: OnceLock::new(),
                     fwd: OnceLock::new(),
                     single: OnceLock::new(),
+                    follow: OnceLock::new(),
                 });
             }
         }
@@ -944,6 +967,13 @@ impl RuleSet {
     pub(crate) fn into_reference(mut self) -> RuleSet {
         self.reference = true;
         self
+    }
+
+    fn is_reference(&self) -> bool {
+        #[cfg(test)]
+        return self.reference;
+        #[cfg(not(test))]
+        false
     }
 
     /// Non-ASCII gate pass of `matcher` over `text`.
@@ -1058,6 +1088,8 @@ impl RuleSet {
         if text.is_empty() {
             return;
         }
+        // Byte filters at gate hits; the reference checks every hit with the DFAs.
+        let filter = !self.is_reference();
         let emit = |out: &mut Vec<Finding>, pattern: &Pattern, start: usize, end: usize| {
             let rule = &self.rules[pattern.rule];
             let span = view.original(start, end);
@@ -1095,7 +1127,7 @@ impl RuleSet {
                 Some(split) => {
                     for &hit in hits {
                         let caches = split_caches[i].get_or_insert_with(Default::default);
-                        match split.reach(caches, text, hit as u32 as usize) {
+                        match split.reach(caches, text, hit as u32 as usize, filter) {
                             Ok(Some(r)) => regions.push(r),
                             Ok(None) => {}
                             Err(_) => {
@@ -1130,6 +1162,12 @@ impl RuleSet {
                     continue;
                 }
                 let pattern = &matcher.patterns[c.pattern() as usize];
+                if filter
+                    && matches!(pattern.check, Check::Anchored)
+                    && !pattern.may_start(text, start)
+                {
+                    continue;
+                }
                 let rule = &self.rules[pattern.rule];
                 let found = match &pattern.check {
                     Check::Exact(lits) => {
@@ -1307,6 +1345,38 @@ fn anchored_match(
 
 #[cfg(test)]
 mod tests {
+    /// Every match start of every default pattern in every example (raw and lowercased) passes
+    /// the pattern's byte filter: the filter never rejects a real match.
+    #[test]
+    fn follow_filters_admit_every_match_of_the_default_pack() {
+        let rules = super::RuleSet::new(crate::default_rules()).unwrap();
+        let texts: Vec<String> = rules
+            .rules()
+            .iter()
+            .flat_map(|r| r.examples.matches.iter().chain(&r.examples.no_match))
+            .flat_map(|t| [t.clone(), t.to_lowercase(), format!("x {t} y")])
+            .collect();
+        let mut checked = 0;
+        for m in [rules.raw(), rules.normalized()] {
+            for p in &m.patterns {
+                let Some(re) = p.single() else { continue };
+                let follow = crate::anchors::follow(&crate::anchors::parse(&p.source).unwrap());
+                for t in &texts {
+                    for found in re.find_iter(t.as_bytes()) {
+                        assert!(
+                            follow.admits(t.as_bytes(), found.start()),
+                            "{} rejects its match {:?} in {t:?}",
+                            p.source,
+                            &t[found.range()]
+                        );
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert!(checked > 500, "only {checked} matches checked");
+    }
+
     #[test]
     fn word_boundary_prefix_is_read_through_flags() {
         use super::starts_with_word_boundary as wb;
