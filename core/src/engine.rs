@@ -200,6 +200,17 @@ struct Split {
 }
 
 impl Split {
+    /// Whether a match may pass through a gate hit at `p`, by the bytes around it.
+    #[inline]
+    fn admits(&self, text: &[u8], p: usize) -> bool {
+        if let Some(ends) = &self.before_ends {
+            if p == 0 || !ends[usize::from(text[p - 1])] {
+                return false;
+            }
+        }
+        self.rest_follow.admits(text, p)
+    }
+
     /// The span any match through the gate hit at `p` lies in; `Ok(None)` when there is none.
     fn reach(
         &self,
@@ -208,12 +219,7 @@ impl Split {
         p: usize,
         filter: bool,
     ) -> Result<Option<(usize, usize)>, regex_automata::MatchError> {
-        if let Some(ends) = &self.before_ends {
-            if p == 0 || !ends[usize::from(text[p - 1])] {
-                return Ok(None);
-            }
-        }
-        if filter && !self.rest_follow.admits(text, p) {
+        if filter && !self.admits(text, p) {
             return Ok(None);
         }
         let start = match &self.before {
@@ -357,8 +363,8 @@ fn cut_gate(lit: &[u8]) -> Vec<u8> {
 /// classes and about twice the memory.
 struct AsciiGates {
     dfa: aho_corasick::dfa::DFA,
-    /// Per literal: its length, then the bounds of its raw targets `targets[r[1]..r[2]]` and of
-    /// its normalized ones `targets[r[2]..r[3]]`.
+    /// Per literal: its length and `*_ALL_WORD_START` flags, then the bounds of its raw targets
+    /// `targets[r[1]..r[2]]` and of its normalized ones `targets[r[2]..r[3]]`.
     literals: Vec<[u32; 4]>,
     targets: Vec<u32>,
 }
@@ -378,7 +384,15 @@ impl AsciiGates {
             targets.extend(raw.get(*k).into_iter().flatten());
             let mid = targets.len() as u32;
             targets.extend(norm.get(*k).into_iter().flatten());
-            literals.push([k.len() as u32, from, mid, targets.len() as u32]);
+            let all_word_start = |ts: &[u32]| ts.iter().all(|t| t & WORD_START_BIT != 0);
+            let mut meta = k.len() as u32;
+            if all_word_start(&targets[from as usize..mid as usize]) {
+                meta |= RAW_ALL_WORD_START;
+            }
+            if all_word_start(&targets[mid as usize..]) {
+                meta |= NORM_ALL_WORD_START;
+            }
+            literals.push([meta, from, mid, targets.len() as u32]);
         }
         let dfa = aho_corasick::dfa::Builder::new()
             .match_kind(aho_corasick::MatchKind::Standard)
@@ -396,14 +410,14 @@ impl AsciiGates {
         })
     }
 
-    /// One pass over `text`, pushing the candidates of the matchers given a scratch. With
+    /// One pass over `text`, pushing the candidates of the matchers given a sink. With
     /// `raw_of`, `text` is a normalized view of a non-ASCII raw window and raw candidates are
     /// translated to raw offsets (see [`RawOf::locate`]); without, they are at `text`'s offsets.
     fn run(
         &self,
         text: &[u8],
-        mut raw: Option<&mut MatchScratch>,
-        mut norm: Option<&mut MatchScratch>,
+        mut raw: Option<Sink<'_>>,
+        mut norm: Option<Sink<'_>>,
         raw_of: Option<RawOf<'_>>,
     ) {
         use aho_corasick::automaton::Automaton;
@@ -418,37 +432,79 @@ impl AsciiGates {
                 return;
             }
             for k in 0..dfa.match_len(sid) {
-                let [len, from, mid, to] = self.literals[dfa.match_pattern(sid, k).as_usize()];
-                let start = at - len as usize;
-                let skip = if start > 0 && is_word_byte(text[start - 1]) {
-                    WORD_START_BIT
-                } else {
-                    0
-                };
-                if let (Some(s), true) = (raw.as_deref_mut(), from < mid) {
+                let [meta, from, mid, to] = self.literals[dfa.match_pattern(sid, k).as_usize()];
+                let len = (meta & LITERAL_LEN_MASK) as usize;
+                let start = at - len;
+                let after_word = start > 0 && is_word_byte(text[start - 1]);
+                if let (Some(sink), true) = (raw.as_mut(), from < mid) {
+                    let all_word_start = meta & RAW_ALL_WORD_START != 0;
                     let located = match &raw_of {
-                        None => Some((start, skip)),
+                        None => Some((start, after_word)),
+                        // The view's byte before is the raw one: no raw lookup needed.
+                        Some(r) if after_word && all_word_start && r.same_byte_before(start) => {
+                            None
+                        }
                         Some(r) => r.locate(&text[start..at], start),
                     };
-                    if let Some((rs, skip)) = located {
-                        for &t in &self.targets[from as usize..mid as usize] {
-                            if t & skip == 0 {
-                                s.push(t, rs, rs + len as usize);
-                            }
+                    if let Some((rs, after_word)) = located {
+                        if !(after_word && all_word_start) {
+                            sink.push_all(
+                                &self.targets[from as usize..mid as usize],
+                                rs,
+                                len,
+                                after_word,
+                            );
                         }
                     }
                 }
-                if let Some(s) = norm.as_deref_mut() {
-                    for &t in &self.targets[mid as usize..to as usize] {
-                        if t & skip == 0 {
-                            s.push(t, start, at);
-                        }
+                if let (Some(sink), true) = (norm.as_mut(), mid < to) {
+                    if !(after_word && meta & NORM_ALL_WORD_START != 0) {
+                        sink.push_all(
+                            &self.targets[mid as usize..to as usize],
+                            start,
+                            len,
+                            after_word,
+                        );
                     }
                 }
             }
             if at == text.len() {
                 return;
             }
+        }
+    }
+}
+
+/// Low bits of a gate literal's first field: its length in bytes.
+const LITERAL_LEN_MASK: u32 = 0xff;
+/// Every raw target of the literal needs a word start: a hit right after a word byte has none.
+const RAW_ALL_WORD_START: u32 = 1 << 30;
+/// Every normalized target of the literal needs a word start.
+const NORM_ALL_WORD_START: u32 = 1 << 31;
+
+/// Where the gate pass puts one matcher's candidates.
+struct Sink<'a> {
+    hits: &'a mut MatchScratch,
+    /// The matcher and the text its patterns run on, to reject hits by the patterns' byte
+    /// filters built so far; `None` pushes every hit (the reference).
+    filter: Option<(&'a Matcher, &'a [u8])>,
+}
+
+impl Sink<'_> {
+    /// Push the hit at `start` (`len` bytes) for each of `targets` that may match there.
+    #[inline]
+    fn push_all(&mut self, targets: &[u32], start: usize, len: usize, after_word: bool) {
+        let skip = if after_word { WORD_START_BIT } else { 0 };
+        for &t in targets {
+            if t & skip != 0 {
+                continue;
+            }
+            if let Some((m, text)) = self.filter {
+                if !m.may_match(t, text, start) {
+                    continue;
+                }
+            }
+            self.hits.push(t, start, start + len);
         }
     }
 }
@@ -465,11 +521,11 @@ struct RawOf<'a> {
 }
 
 impl RawOf<'_> {
-    /// Raw offset of the view occurrence of `lit` at `start`, and the word-start flag for it
+    /// Raw offset of the view occurrence of `lit` at `start`, and whether a word byte precedes it
     /// (from the raw byte before it, which the view may have changed), or `None` when the raw
     /// text does not hold `lit` there.
     #[inline]
-    fn locate(&self, lit: &[u8], start: usize) -> Option<(usize, u32)> {
+    fn locate(&self, lit: &[u8], start: usize) -> Option<(usize, bool)> {
         let (from, to) = self.spans[start];
         let from = from as usize;
         if to as usize != from + 1 {
@@ -479,12 +535,15 @@ impl RawOf<'_> {
         if !raw.eq_ignore_ascii_case(lit) {
             return None;
         }
-        let skip = if from > 0 && is_word_byte(self.raw[from - 1]) {
-            WORD_START_BIT
-        } else {
-            0
-        };
-        Some((from, skip))
+        Some((from, from > 0 && is_word_byte(self.raw[from - 1])))
+    }
+
+    /// Whether the view byte before `start` is the raw byte before the raw bytes of `start`
+    /// (lowercased), so both are word bytes or neither.
+    #[inline]
+    fn same_byte_before(&self, start: usize) -> bool {
+        let (from, to) = self.spans[start - 1];
+        to == from + 1 && to == self.spans[start].0
     }
 }
 
@@ -746,6 +805,24 @@ impl Matcher {
     }
 
     /// A constructor of scratch space for this matcher (held by the scanner's pool).
+    /// Whether target `t` (a gate target: pattern index and flags) may match through a hit at
+    /// `start` of `text`, by the byte filters its pattern has built so far (at its first check).
+    #[inline]
+    fn may_match(&self, t: u32, text: &[u8], start: usize) -> bool {
+        let p = &self.patterns[(t & INDEX_MASK) as usize];
+        if t & SCAN_BIT != 0 {
+            match p.split.get() {
+                Some(Some(split)) => split.admits(text, start),
+                _ => true,
+            }
+        } else {
+            match p.follow.get() {
+                Some(Some(f)) => f.admits(text, start),
+                _ => true,
+            }
+        }
+    }
+
     pub(crate) fn scratch_factory(&self) -> impl Fn() -> MatchScratch + Send + Sync + 'static {
         let n = self.unanchored_ids.len();
         let patterns = self.patterns.len();
@@ -1004,17 +1081,32 @@ impl RuleSet {
     pub(crate) fn find_candidates(
         &self,
         text: &[u8],
-        mut raw: Option<&mut MatchScratch>,
+        raw: Option<(&[u8], &mut MatchScratch)>,
         mut norm: Option<&mut MatchScratch>,
     ) {
+        let filter = !self.is_reference();
+        let (raw_text, mut raw) = match raw {
+            Some((t, s)) => (t, Some(s)),
+            None => (text, None),
+        };
         for s in [raw.as_deref_mut(), norm.as_deref_mut()]
             .into_iter()
             .flatten()
         {
             s.clear();
         }
-        self.ascii_gates
-            .run(text, raw.as_deref_mut(), norm.as_deref_mut(), None);
+        self.ascii_gates.run(
+            text,
+            raw.as_deref_mut().map(|hits| Sink {
+                hits,
+                filter: filter.then_some((&self.raw, raw_text)),
+            }),
+            norm.as_deref_mut().map(|hits| Sink {
+                hits,
+                filter: filter.then_some((&self.normalized, text)),
+            }),
+            None,
+        );
         if text.is_ascii() {
             return;
         }
@@ -1037,13 +1129,13 @@ impl RuleSet {
         #[cfg(test)]
         if self.reference {
             let lower = raw.to_ascii_lowercase();
-            self.find_candidates(&lower, Some(raw_hits), None);
+            self.find_candidates(&lower, Some((&lower, raw_hits)), None);
             self.find_candidates(&folded.text, None, Some(norm_hits));
             return;
         }
         if !matches!(folded.mapping, crate::view::Mapping::Table { .. }) {
             // An ASCII window: the view is the window lowercased, at the same offsets.
-            self.find_candidates(&folded.text, Some(raw_hits), Some(norm_hits));
+            self.find_candidates(&folded.text, Some((raw, raw_hits)), Some(norm_hits));
             return;
         }
         raw_hits.clear();
@@ -1052,8 +1144,18 @@ impl RuleSet {
             raw,
             spans: &folded.spans,
         };
-        self.ascii_gates
-            .run(&folded.text, Some(raw_hits), Some(norm_hits), Some(raw_of));
+        self.ascii_gates.run(
+            &folded.text,
+            Some(Sink {
+                hits: raw_hits,
+                filter: Some((&self.raw, raw)),
+            }),
+            Some(Sink {
+                hits: norm_hits,
+                filter: Some((&self.normalized, &folded.text)),
+            }),
+            Some(raw_of),
+        );
         // Non-ASCII gate literals match bytes ASCII lowercasing leaves alone: the raw window
         // serves as its lowercased self.
         self.non_ascii_gates(&self.raw, raw, raw_hits);
