@@ -1,4 +1,5 @@
-//! Scans a file's lines in a loop (for profilers): `hot FILE [ROUNDS]`.
+//! Scans a file's lines in a loop (for profilers): `hot FILE [ROUNDS [THREADS]]`.
+//! THREADS (default 1) is `[scan] threads`: profilers follow one thread best.
 //! One untimed round first compiles the lazily built patterns, so the timed rounds are the steady
 //! state; `valgrind --tool=callgrind --collect-atstart=no --toggle-collect='hot::timed'` counts
 //! only them.
@@ -22,12 +23,18 @@ fn timed(fw: &Firewall, text: &str, count: usize) -> usize {
 }
 
 fn main() {
-    let path = std::env::args().nth(1).expect("usage: hot FILE [ROUNDS]");
+    let path = std::env::args()
+        .nth(1)
+        .expect("usage: hot FILE [ROUNDS [THREADS]]");
     let count: usize = std::env::args()
         .nth(2)
         .map_or(20, |r| r.parse().expect("ROUNDS is a number"));
     let text = std::fs::read_to_string(path).expect("readable file");
-    let fw = Firewall::with_default_rules().expect("default rules compile");
+    let mut config = featherguard_core::Config::default();
+    config.scan.threads = std::env::args()
+        .nth(3)
+        .map_or(1, |t| t.parse().expect("THREADS is a number"));
+    let fw = Firewall::from_config(&config).expect("default rules compile");
     rounds(&fw, &text, 1);
     let t = std::time::Instant::now();
     let n = timed(&fw, &text, count);

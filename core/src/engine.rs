@@ -17,6 +17,7 @@ use regex_automata::{Anchored, Input, MatchKind, PatternID, PatternSet};
 
 use crate::anchors::{Follow, Gate};
 use crate::fold::{fold_pattern, fold_str};
+use crate::gate_dfa::GateDfa;
 use crate::rules::{Rule, RuleError, ViewKind};
 use crate::validate::Validator;
 use crate::verdict::{Finding, Span};
@@ -362,7 +363,7 @@ fn cut_gate(lit: &[u8]) -> Vec<u8> {
 /// Case-sensitive on purpose: matching `A` and `a` alike would give the DFA twice the letter
 /// classes and about twice the memory.
 struct AsciiGates {
-    dfa: aho_corasick::dfa::DFA,
+    dfa: GateDfa,
     /// Per literal: its length and `*_ALL_WORD_START` flags, then the bounds of its raw targets
     /// `targets[r[1]..r[2]]` and of its normalized ones `targets[r[2]..r[3]]`.
     literals: Vec<[u32; 4]>,
@@ -394,15 +395,10 @@ impl AsciiGates {
             }
             literals.push([meta, from, mid, targets.len() as u32]);
         }
-        let dfa = aho_corasick::dfa::Builder::new()
-            .match_kind(aho_corasick::MatchKind::Standard)
-            // Only match states are then special, which the gate loop relies on.
-            .prefilter(false)
-            .start_kind(aho_corasick::StartKind::Unanchored)
-            .build(&keys)
-            .map_err(|e| RuleError::Compile {
-                message: format!("gate automaton: {e}"),
-            })?;
+        let lits: Vec<&[u8]> = keys.iter().map(|k| k.as_slice()).collect();
+        let dfa = GateDfa::new(&lits).map_err(|_| RuleError::Compile {
+            message: "gate automaton: too many gate literals".into(),
+        })?;
         Ok(AsciiGates {
             dfa,
             literals,
@@ -420,19 +416,16 @@ impl AsciiGates {
         mut norm: Option<Sink<'_>>,
         raw_of: Option<RawOf<'_>>,
     ) {
-        use aho_corasick::automaton::Automaton;
         let dfa = &self.dfa;
-        let Ok(mut sid) = dfa.start_state(aho_corasick::Anchored::No) else {
-            return;
-        };
+        let mut state = dfa.start();
         let mut at = 0;
         loop {
-            (at, sid) = next_match_state(dfa, text, at, sid);
-            if !dfa.is_special(sid) {
+            (at, state) = dfa.next_match(text, at, state);
+            if !GateDfa::is_match(state) {
                 return;
             }
-            for k in 0..dfa.match_len(sid) {
-                let [meta, from, mid, to] = self.literals[dfa.match_pattern(sid, k).as_usize()];
+            for &lit in dfa.ends(state) {
+                let [meta, from, mid, to] = self.literals[lit as usize];
                 let len = (meta & LITERAL_LEN_MASK) as usize;
                 let start = at - len;
                 let after_word = start > 0 && is_word_byte(text[start - 1]);
@@ -468,6 +461,7 @@ impl AsciiGates {
                     }
                 }
             }
+            state = GateDfa::resume(state);
             if at == text.len() {
                 return;
             }
@@ -545,27 +539,6 @@ impl RawOf<'_> {
         let (from, to) = self.spans[start - 1];
         to == from + 1 && to == self.spans[start].0
     }
-}
-
-/// Walks `text` from `at` until the DFA enters a match state; returns where, and the state (not a
-/// match state when the text ran out). Not inlined: on its own the loop keeps its few values in
-/// registers, which halves its instructions per byte.
-#[inline(never)]
-fn next_match_state(
-    dfa: &aho_corasick::dfa::DFA,
-    text: &[u8],
-    mut at: usize,
-    mut sid: aho_corasick::automaton::StateID,
-) -> (usize, aho_corasick::automaton::StateID) {
-    use aho_corasick::automaton::Automaton;
-    while let Some(&b) = text.get(at) {
-        sid = dfa.next_state(aho_corasick::Anchored::No, sid, b);
-        at += 1;
-        if dfa.is_special(sid) {
-            break;
-        }
-    }
-    (at, sid)
 }
 
 /// The non-ASCII gate literals of one matcher (CJK, Cyrillic, invisible characters...) in a
@@ -1020,10 +993,7 @@ impl RuleSet {
                         .sum::<usize>()
             })
             .sum::<usize>()
-            + {
-                use aho_corasick::automaton::Automaton;
-                self.ascii_gates.dfa.memory_usage()
-            }
+            + self.ascii_gates.dfa.memory_usage()
     }
 
     /// Compile every pattern now instead of on first use (steadier latency, more memory).

@@ -1,7 +1,7 @@
 //! The pattern guard: windows the input, builds the views (raw, normalized, deobfuscated, decoded)
 //! and runs the compiled rule pack over each.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use regex_automata::util::pool::Pool;
 use serde::{Deserialize, Serialize};
@@ -26,7 +26,14 @@ pub struct ScanLimits {
     pub decode_depth: u8,
     /// Most decoded bytes rescanned per input, across all segments and depths.
     pub max_decoded_bytes: usize,
+    /// Most threads one scan of a long input runs its windows on (0: one per available core,
+    /// 1: the calling thread only). Each thread gets at least `PARALLEL_MIN_BYTES` (128 KiB) of
+    /// text; the findings are the same for every setting.
+    pub threads: usize,
 }
+
+/// Fewest bytes of input per thread of a parallel scan: below, a thread costs more than it saves.
+pub const PARALLEL_MIN_BYTES: usize = 128 * 1024;
 
 impl Default for ScanLimits {
     fn default() -> Self {
@@ -35,6 +42,7 @@ impl Default for ScanLimits {
             window_overlap: 1024,
             decode_depth: 2,
             max_decoded_bytes: 256 * 1024,
+            threads: 0,
         }
     }
 }
@@ -71,6 +79,8 @@ pub struct PatternGuard {
     rules: RuleSet,
     limits: ScanLimits,
     pool: Pool<Scratch, ScratchFn>,
+    /// Cores available to this process, read at the first long scan (it reads cgroup files).
+    cores: OnceLock<usize>,
 }
 
 impl std::fmt::Debug for PatternGuard {
@@ -110,6 +120,7 @@ impl PatternGuard {
             rules,
             limits: limits.sanitized(),
             pool: Pool::new(make),
+            cores: OnceLock::new(),
         }
     }
 
@@ -123,12 +134,20 @@ impl PatternGuard {
 
     /// All findings for `text`, sorted by start offset then rule id, without duplicates.
     pub fn find(&self, text: &str) -> Vec<Finding> {
-        let mut out = Vec::new();
-        let mut scratch = self.pool.get();
-        let mut decoded_budget = self.limits.max_decoded_bytes;
-        for (base, window) in windows(text, self.limits.window_bytes, self.limits.window_overlap) {
-            self.scan_window(window, base, &mut scratch, &mut decoded_budget, &mut out);
-        }
+        let threads = self.threads_for(text.len());
+        let mut out = if threads > 1 {
+            self.find_parallel(text, threads)
+        } else {
+            let mut out = Vec::new();
+            let mut scratch = self.pool.get();
+            let mut decoded_budget = self.limits.max_decoded_bytes;
+            for (base, window) in self.windows(text) {
+                self.scan_views(window, base, &mut scratch, &mut out);
+                let segments = self.segments(window, base, &mut scratch);
+                self.scan_segments(segments, 1, &mut scratch, &mut decoded_budget, &mut out);
+            }
+            out
+        };
         if out.len() > 1 {
             out.sort_by(|a, b| {
                 (a.span.start, a.span.end, &a.rule).cmp(&(b.span.start, b.span.end, &b.rule))
@@ -138,14 +157,74 @@ impl PatternGuard {
         out
     }
 
-    fn scan_window(
-        &self,
-        window: &str,
-        base: usize,
-        s: &mut Scratch,
-        decoded_budget: &mut usize,
-        out: &mut Vec<Finding>,
-    ) {
+    fn windows<'t>(&self, text: &'t str) -> impl Iterator<Item = (usize, &'t str)> {
+        windows(text, self.limits.window_bytes, self.limits.window_overlap)
+    }
+
+    /// How many threads a scan of `bytes` of input runs on.
+    fn threads_for(&self, bytes: usize) -> usize {
+        let by_size = bytes / PARALLEL_MIN_BYTES;
+        if self.limits.threads == 1 || by_size < 2 {
+            return 1;
+        }
+        let limit = match self.limits.threads {
+            0 => *self.cores.get_or_init(|| {
+                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+            }),
+            n => n,
+        };
+        by_size.min(limit)
+    }
+
+    /// The windows split in `threads` runs of consecutive windows, each scanned on its own
+    /// thread. Decoded segments are rescanned afterwards in window order, so the decoded-bytes
+    /// budget is spent exactly as by a sequential scan.
+    fn find_parallel(&self, text: &str, threads: usize) -> Vec<Finding> {
+        let windows: Vec<(usize, &str)> = self.windows(text).collect();
+        let per_thread = windows.len().div_ceil(threads);
+        let parts: Vec<(Vec<Finding>, Vec<Vec<Segment>>)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = windows
+                .chunks(per_thread)
+                .map(|run| {
+                    scope.spawn(move || {
+                        let mut scratch = self.pool.get();
+                        let mut out = Vec::new();
+                        let segments = run
+                            .iter()
+                            .map(|&(base, window)| {
+                                self.scan_views(window, base, &mut scratch, &mut out);
+                                self.segments(window, base, &mut scratch)
+                            })
+                            .collect();
+                        (out, segments)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .collect()
+        });
+        let mut out = Vec::new();
+        let mut scratch = self.pool.get();
+        let mut decoded_budget = self.limits.max_decoded_bytes;
+        for (found, segments) in parts {
+            out.extend(found);
+            for window_segments in segments {
+                self.scan_segments(
+                    window_segments,
+                    1,
+                    &mut scratch,
+                    &mut decoded_budget,
+                    &mut out,
+                );
+            }
+        }
+        out
+    }
+
+    /// The raw, normalized and deobfuscated views of one window, scanned.
+    fn scan_views(&self, window: &str, base: usize, s: &mut Scratch, out: &mut Vec<Finding>) {
         let rules = &self.rules;
         s.raw.clear(Mapping::Identity { base });
         s.raw.text.extend_from_slice(window.as_bytes());
@@ -169,13 +248,16 @@ impl PatternGuard {
         if deobfuscate(&s.folded, &mut s.tmp, &mut s.deobf) {
             rules.scan_normalized(&s.deobf, "deobfuscated", &mut s.hits_norm, &self.name, out);
         }
+    }
 
-        if self.limits.decode_depth > 0 {
-            let segments = collect_segments(window, &mut s.decode_buf, |span| {
-                Span::new(base + span.start, base + span.end)
-            });
-            self.scan_segments(segments, 1, s, decoded_budget, out);
+    /// The encoded segments of one window, decoded (none when decoding is off).
+    fn segments(&self, window: &str, base: usize, s: &mut Scratch) -> Vec<Segment> {
+        if self.limits.decode_depth == 0 {
+            return Vec::new();
         }
+        collect_segments(window, &mut s.decode_buf, |span| {
+            Span::new(base + span.start, base + span.end)
+        })
     }
 
     fn scan_segments(

@@ -214,3 +214,41 @@ proptest! {
         prop_assert_eq!(keys(&fast.find(&text)), keys(&reference.find(&text)));
     }
 }
+
+/// Windows scanned on several threads give the findings of one thread, including when the
+/// decoded-bytes budget runs out part way (it must be spent in window order either way).
+#[test]
+fn parallel_scan_equals_sequential() {
+    let one = |max_decoded_bytes| ScanLimits {
+        threads: 1,
+        max_decoded_bytes,
+        ..ScanLimits::default()
+    };
+    let mut text = benign_text(600 * 1024);
+    // Attacks and encoded segments spread over the text, some straddling window edges.
+    for (k, attack) in ATTACKS.iter().cycle().take(60).enumerate() {
+        let mut at = (k * 10_007 + k * k * 97) % text.len();
+        while !text.is_char_boundary(at) {
+            at -= 1;
+        }
+        text.insert_str(at, &format!("\n{attack}\n"));
+    }
+    for budget in [256 * 1024, 100] {
+        let sequential =
+            PatternGuard::new(RuleSet::new(default_rules()).unwrap(), one(budget)).find(&text);
+        assert!(sequential.len() > 60, "{} findings", sequential.len());
+        for threads in [2, 3, 4] {
+            let limits = ScanLimits {
+                threads,
+                ..one(budget)
+            };
+            let guard = PatternGuard::new(RuleSet::new(default_rules()).unwrap(), limits);
+            assert!(guard.threads_for(text.len()) == threads);
+            assert_eq!(
+                keys(&guard.find(&text)),
+                keys(&sequential),
+                "{threads} threads, budget {budget}"
+            );
+        }
+    }
+}
