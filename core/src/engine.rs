@@ -17,7 +17,7 @@ use regex_automata::{Anchored, Input, MatchKind, PatternID, PatternSet};
 
 use crate::anchors::{Follow, Gate};
 use crate::fold::{fold_pattern, fold_str};
-use crate::gate_dfa::GateDfa;
+use crate::gate_dfa::{is_word_byte, GateDfa};
 use crate::rules::{Rule, RuleError, ViewKind};
 use crate::validate::Validator;
 use crate::verdict::{Finding, Span};
@@ -322,11 +322,6 @@ const SCAN_BIT: u32 = 1 << 31;
 const WORD_START_BIT: u32 = 1 << 30;
 const INDEX_MASK: u32 = WORD_START_BIT - 1;
 
-/// A word byte for `\b` as compiled here (Unicode off: ASCII letters, digits, `_`).
-fn is_word_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_'
-}
-
 /// Whether every match of the regex `source` is preceded by a word boundary (`\b` first, after
 /// any flag group), read from the source without parsing it.
 fn starts_with_word_boundary(source: &str) -> bool {
@@ -368,6 +363,8 @@ struct AsciiGates {
     /// `targets[r[1]..r[2]]` and of its normalized ones `targets[r[2]..r[3]]`.
     literals: Vec<[u32; 4]>,
     targets: Vec<u32>,
+    /// Bytes in the longest literal.
+    longest: usize,
 }
 
 impl AsciiGates {
@@ -395,12 +392,22 @@ impl AsciiGates {
             }
             literals.push([meta, from, mid, targets.len() as u32]);
         }
-        let lits: Vec<&[u8]> = keys.iter().map(|k| k.as_slice()).collect();
+        // A literal all of whose targets need a word start is marked so: the automaton then
+        // skips its occurrences inside words (most hits of short gates in prose).
+        let lits: Vec<(&[u8], bool)> = keys
+            .iter()
+            .zip(&literals)
+            .map(|(k, &[meta, ..])| {
+                let all = RAW_ALL_WORD_START | NORM_ALL_WORD_START;
+                (k.as_slice(), meta & all == all)
+            })
+            .collect();
         let dfa = GateDfa::new(&lits).map_err(|_| RuleError::Compile {
             message: "gate automaton: too many gate literals".into(),
         })?;
         Ok(AsciiGates {
             dfa,
+            longest: keys.iter().map(|k| k.len()).max().unwrap_or(0),
             literals,
             targets,
         })
@@ -416,6 +423,9 @@ impl AsciiGates {
         mut norm: Option<Sink<'_>>,
         raw_of: Option<RawOf<'_>>,
     ) {
+        if let (Some(sink), Some(r)) = (raw.as_mut(), &raw_of) {
+            self.hidden_word_starts(text, sink, r);
+        }
         let dfa = &self.dfa;
         let mut state = dfa.start();
         let mut at = 0;
@@ -464,6 +474,51 @@ impl AsciiGates {
             state = GateDfa::resume(state);
             if at == text.len() {
                 return;
+            }
+        }
+    }
+}
+
+impl AsciiGates {
+    /// Raw hits of word-start literals at the raw word starts the view hides: an ASCII word byte
+    /// right after a non-ASCII char whose view form ends in a word byte ("für" becomes "fur":
+    /// the raw `r` starts a word for `\b`, the view's does not, so the walk skipped it). Each
+    /// such position gets a short walk of its own, as if a text started there.
+    fn hidden_word_starts(&self, text: &[u8], sink: &mut Sink<'_>, r: &RawOf<'_>) {
+        const MARKED: u32 = RAW_ALL_WORD_START | NORM_ALL_WORD_START;
+        let mut from = 0;
+        while let Some(run) = next_non_ascii(r.raw, from) {
+            let end = non_ascii_run_end(r.raw, run);
+            from = end;
+            if end == r.raw.len() || !is_word_byte(r.raw[end]) {
+                continue;
+            }
+            let v = r.spans.partition_point(|&(f, _)| (f as usize) < end);
+            if v == 0
+                || v == text.len()
+                || r.spans[v].0 as usize != end
+                || !is_word_byte(text[v - 1])
+            {
+                continue;
+            }
+            let stop = (v + self.longest).min(text.len());
+            let (mut at, mut state) = (v, self.dfa.start());
+            loop {
+                (at, state) = self.dfa.next_match(&text[..stop], at, state);
+                if !GateDfa::is_match(state) {
+                    break;
+                }
+                for &lit in self.dfa.ends(state) {
+                    let [meta, lo, mid, _] = self.literals[lit as usize];
+                    let len = (meta & LITERAL_LEN_MASK) as usize;
+                    if meta & MARKED != MARKED || lo == mid || at - len != v {
+                        continue;
+                    }
+                    if let Some((rs, false)) = r.locate(&text[v..at], v) {
+                        sink.push_all(&self.targets[lo as usize..mid as usize], rs, len, false);
+                    }
+                }
+                state = GateDfa::resume(state);
             }
         }
     }

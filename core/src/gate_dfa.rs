@@ -1,15 +1,35 @@
 //! The gate automaton: an Aho-Corasick DFA over byte classes that reports every literal ending
-//! at each position. Built here rather than taken from `aho-corasick` so that the walk is a
-//! single table load per byte with match states flagged in the transition itself, and a match
-//! state's literals are a slice lookup: the gate pass stops at a match state every few bytes of
-//! prose, so both costs are paid per byte.
+//! at each position. Built here rather than taken from `aho-corasick` for three costs paid per
+//! byte of every scan: the walk is one table load per byte with match states flagged in the
+//! transition itself; a match state's literals are a slice lookup; and a literal can be marked
+//! "word start only", so that `in` of `\bin\s+reverse` does not stop the walk inside "within".
+//!
+//! Word-start literals work as if the text had a marker symbol before every word byte that
+//! follows a non-word byte (or starts the text): a marked literal is the marker followed by its
+//! bytes, and every literal gets the marker wherever its own bytes go from non-word to word. The
+//! text is never rewritten: each state knows whether the byte that led to it was a word byte
+//! (its trie label; the root is split in two for that), so the marker step is folded into the
+//! byte transitions when the table is built.
 
 /// Set in a transition when the state it leads to ends at least one literal.
 const MATCH: u32 = 1 << 31;
 
+/// Class of the bytes no literal holds that are not word bytes.
+const OTHER: u8 = 0;
+/// Class of the word bytes no literal holds.
+const OTHER_WORD: u8 = 1;
+/// The marker symbol before a word byte at a word start; no byte has this class.
+const MARK: u8 = 2;
+
+/// A word byte for `\b` as the engine compiles it (Unicode off: ASCII letters, digits, `_`).
+pub(crate) fn is_word_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
+}
+
 /// An Aho-Corasick DFA over a set of literals (non-empty, at most a few bytes each).
 pub(crate) struct GateDfa {
-    /// Byte to class: each byte some literal holds has its own class, every other byte class 0.
+    /// Byte to class: each byte some literal holds has its own class, every other byte `OTHER`
+    /// or `OTHER_WORD`.
     classes: [u8; 256],
     /// log2 of the row length (classes rounded up to a power of two).
     stride2: u32,
@@ -25,32 +45,51 @@ pub(crate) struct GateDfa {
 pub(crate) struct TooLarge;
 
 impl GateDfa {
-    /// The automaton for `literals`, which must be non-empty byte strings.
-    pub(crate) fn new(literals: &[&[u8]]) -> Result<GateDfa, TooLarge> {
-        let mut classes = [0u8; 256];
-        let mut n_classes = 1usize;
-        for lit in literals {
-            for &b in *lit {
-                if classes[usize::from(b)] == 0 {
-                    classes[usize::from(b)] = n_classes as u8;
-                    n_classes += 1;
-                    if n_classes > 255 {
-                        // Every byte value used: classes are the bytes themselves.
-                        for (i, c) in classes.iter_mut().enumerate() {
-                            *c = i as u8;
-                        }
-                        n_classes = 256;
-                        break;
-                    }
-                }
-            }
-            if n_classes == 256 {
-                break;
+    /// The automaton for `literals`: non-empty byte strings, each with whether it may only
+    /// match at a word start (right after a non-word byte or at the start of the text).
+    pub(crate) fn new(literals: &[(&[u8], bool)]) -> Result<GateDfa, TooLarge> {
+        let mut classes = [OTHER; 256];
+        for (b, c) in classes.iter_mut().enumerate() {
+            if is_word_byte(b as u8) {
+                *c = OTHER_WORD;
             }
         }
+        let mut word = vec![false, true, false];
+        for (lit, _) in literals {
+            for &b in *lit {
+                if classes[usize::from(b)] <= MARK {
+                    if word.len() == 256 {
+                        return Err(TooLarge);
+                    }
+                    classes[usize::from(b)] = word.len() as u8;
+                    word.push(is_word_byte(b));
+                }
+            }
+        }
+        let n_classes = word.len();
         let stride2 = n_classes.next_power_of_two().trailing_zeros();
         let stride = 1usize << stride2;
-        let nodes = 1 + literals.iter().map(|l| l.len()).sum::<usize>();
+
+        // Each literal as symbols: its bytes' classes with the marker before word starts.
+        let symbols: Vec<Vec<u8>> = literals
+            .iter()
+            .map(|&(lit, word_start)| {
+                let mut out = Vec::with_capacity(lit.len() + 2);
+                for (i, &b) in lit.iter().enumerate() {
+                    let starts_word = if i == 0 {
+                        word_start
+                    } else {
+                        !is_word_byte(lit[i - 1])
+                    };
+                    if is_word_byte(b) && starts_word {
+                        out.push(MARK);
+                    }
+                    out.push(classes[usize::from(b)]);
+                }
+                out
+            })
+            .collect();
+        let nodes = 2 + symbols.iter().map(Vec::len).sum::<usize>();
         if nodes
             .checked_mul(stride)
             .is_none_or(|n| n >= MATCH as usize)
@@ -58,17 +97,20 @@ impl GateDfa {
             return Err(TooLarge);
         }
 
-        // The trie: `goto[s * stride + c]` is the child (0: none, as the root is nobody's child).
+        // The trie: `goto[s * stride + c]` is the child (0: none, as the root is nobody's
+        // child); `label[s]` the class of the edge into `s`.
         let mut goto = vec![0u32; stride];
+        let mut label = vec![OTHER];
         let mut ends_of: Vec<Vec<u32>> = vec![Vec::new()];
-        for (i, lit) in literals.iter().enumerate() {
+        for (i, lit) in symbols.iter().enumerate() {
             let mut s = 0usize;
-            for &b in *lit {
-                let slot = s * stride + usize::from(classes[usize::from(b)]);
+            for &c in lit {
+                let slot = s * stride + usize::from(c);
                 if goto[slot] == 0 {
                     goto[slot] = ends_of.len() as u32;
                     goto.resize(goto.len() + stride, 0);
                     ends_of.push(Vec::new());
+                    label.push(c);
                 }
                 s = goto[slot] as usize;
             }
@@ -97,19 +139,37 @@ impl GateDfa {
                 }
             }
         }
-        // The root's missing edges already lead to the root (0). Premultiply and flag.
-        let table = goto
-            .iter()
-            .map(|&t| {
-                let flag = if ends_of[t as usize].is_empty() {
-                    0
+
+        // Byte transitions, the marker step folded in. State `states` is the root reached by a
+        // word byte (no marker before the next word byte); the root itself is reached by a
+        // non-word byte, and is the start.
+        let root_after_word = states as u32;
+        let mut table = vec![0u32; (states + 1) << stride2];
+        for s in 0..=states {
+            let (from, after_word) = if s == states {
+                (0, true)
+            } else {
+                (s, s != 0 && word[usize::from(label[s])])
+            };
+            for c in (0..n_classes).filter(|&c| c != usize::from(MARK)) {
+                let mut t = if word[c] && !after_word {
+                    let marked = goto[from * stride + usize::from(MARK)] as usize;
+                    goto[marked * stride + c]
                 } else {
-                    MATCH
+                    goto[from * stride + c]
                 };
-                (t << stride2) | flag
-            })
-            .collect();
-        let mut ends_at = Vec::with_capacity(states + 1);
+                if t == 0 && word[c] {
+                    t = root_after_word;
+                }
+                let flag = match ends_of.get(t as usize) {
+                    Some(e) if !e.is_empty() => MATCH,
+                    _ => 0,
+                };
+                table[(s << stride2) + c] = (t << stride2) | flag;
+            }
+        }
+        ends_of.push(Vec::new());
+        let mut ends_at = Vec::with_capacity(ends_of.len() + 1);
         let mut ends = Vec::new();
         for e in &mut ends_of {
             ends_at.push(ends.len() as u32);
@@ -194,9 +254,9 @@ impl GateDfa {
 
 #[cfg(test)]
 mod tests {
-    use super::GateDfa;
+    use super::{is_word_byte, GateDfa};
 
-    /// Every (end position, literal) the automaton reports, in order.
+    /// Every (end position, literal) the automaton reports from `from`, in order.
     fn all_ends(dfa: &GateDfa, text: &[u8]) -> Vec<(usize, u32)> {
         let mut out = Vec::new();
         let (mut at, mut s) = (0, dfa.start());
@@ -210,13 +270,18 @@ mod tests {
         }
     }
 
-    fn naive(literals: &[&[u8]], text: &[u8]) -> Vec<(usize, u32)> {
+    fn naive(literals: &[(&[u8], bool)], text: &[u8]) -> Vec<(usize, u32)> {
         let mut out = Vec::new();
         for end in 1..=text.len() {
-            for (i, l) in literals.iter().enumerate() {
-                if text[..end].ends_with(l) {
-                    out.push((end, i as u32));
+            for (i, (l, word_start)) in literals.iter().enumerate() {
+                if !text[..end].ends_with(l) {
+                    continue;
                 }
+                let start = end - l.len();
+                if *word_start && start > 0 && is_word_byte(text[start - 1]) {
+                    continue;
+                }
+                out.push((end, i as u32));
             }
         }
         out
@@ -224,15 +289,27 @@ mod tests {
 
     #[test]
     fn reports_every_occurrence_like_a_naive_search() {
-        let literals: &[&[u8]] = &[
-            b"he", b"she", b"his", b"hers", b"e", b"in", b"ing", b"<|", b"aaa",
+        let literals: &[(&[u8], bool)] = &[
+            (b"he", false),
+            (b"she", true),
+            (b"his", true),
+            (b"hers", false),
+            (b"e", false),
+            (b"in", true),
+            (b"ing", false),
+            (b"<|", false),
+            (b"aaa", true),
+            (b"p.s", true),
+            (b" in", false),
+            (b"1", true),
         ];
         for text in [
             &b"ushers and his shoe"[..],
             b"",
             b"aaaaa",
-            b"sing <|im_start|> ing",
+            b"sing <|im_start|> ing in within p.s. xp.s",
             b"\xff\x00hehe",
+            b"Ref 35761 and 1 2 x1",
         ] {
             let dfa = GateDfa::new(literals).unwrap();
             assert_eq!(all_ends(&dfa, text), naive(literals, text), "{:?}", text);
@@ -242,10 +319,13 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn agrees_with_naive_search(
-            literals in proptest::collection::vec("[abc<]{1,4}", 1..12),
-            text in "[abcd<]{0,64}",
+            literals in proptest::collection::vec(("[ab1 .<]{1,4}", proptest::bool::ANY), 1..12),
+            text in "[ab1 .<d_]{0,64}",
         ) {
-            let lits: Vec<&[u8]> = literals.iter().map(|l| l.as_bytes()).collect();
+            let lits: Vec<(&[u8], bool)> = literals
+                .iter()
+                .map(|(l, w)| (l.as_bytes(), *w && is_word_byte(l.as_bytes()[0])))
+                .collect();
             let dfa = GateDfa::new(&lits).unwrap();
             proptest::prop_assert_eq!(all_ends(&dfa, text.as_bytes()), naive(&lits, text.as_bytes()));
         }
