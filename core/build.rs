@@ -134,19 +134,21 @@ fn main() {
                     fold::fold_pattern(p)
                 };
                 let hir = anchors::parse(&source).unwrap_or_else(|e| panic!("{at}: {e}"));
-                let (prefix, list) = match anchors::gate(&hir) {
+                // The gate's kind as `default_pack::StaticGate` encodes it.
+                let (kind, list) = match anchors::gate(&hir) {
                     None => {
                         anchors_code.push("None".to_string());
                         continue;
                     }
-                    Some(anchors::Gate::Prefix(l)) => (true, l),
-                    Some(anchors::Gate::Inner(l)) => (false, l),
+                    Some(anchors::Gate::Prefix(l)) => (0, l),
+                    Some(anchors::Gate::Inner(l, false)) => (1, l),
+                    Some(anchors::Gate::Inner(l, true)) => (2, l),
                 };
                 let lits: Vec<String> = list
                     .iter()
                     .map(|l| format!("b\"{}\"", ByteLit(l)))
                     .collect();
-                anchors_code.push(format!("Some(({prefix}, &[{}]))", lits.join(", ")));
+                anchors_code.push(format!("Some(({kind}, &[{}]))", lits.join(", ")));
             }
             let examples = rule.get("examples");
             let ex = |k: &str| examples.map(|e| strings(e, k, &at)).unwrap_or_default();

@@ -3,7 +3,7 @@
 //! Depends only on `regex-syntax` so `build.rs` can include it and precompute the default pack.
 
 use regex_syntax::hir::literal::{ExtractKind, Extractor};
-use regex_syntax::hir::{Class, Hir, HirKind, Literal};
+use regex_syntax::hir::{Class, Hir, HirKind, Literal, Look};
 
 /// Most literals one gate may have before the pattern is treated as ungated.
 const MAX_GATE_LITERALS: usize = 512;
@@ -13,8 +13,10 @@ const MAX_GATE_LITERALS: usize = 512;
 pub enum Gate {
     /// Every match starts with one of these: the pattern runs anchored where one occurs.
     Prefix(Vec<Vec<u8>>),
-    /// Every match contains one of these: the pattern runs over the text when one occurs.
-    Inner(Vec<Vec<u8>>),
+    /// Every match contains one of these: the pattern runs over the text when one occurs. The
+    /// flag: the piece follows a word boundary (`\b`), so a literal starting with a word byte
+    /// occurs in a match only right after a non-word byte.
+    Inner(Vec<Vec<u8>>, bool),
 }
 
 /// Parse a pattern the way the engine compiles it: Unicode classes off, byte-oriented.
@@ -50,21 +52,53 @@ const INNER_PENALTY: f64 = 3.0;
 /// of each required piece of a top-level concatenation; the one expected to occur least wins.
 pub fn gate(hir: &Hir) -> Option<Gate> {
     let hir = fold_ascii_case(hir);
-    let mut best = literal_set(&hir).map(|lits| (set_cost(&lits), Gate::Prefix(lits)));
     let mut node = &hir;
     while let HirKind::Capture(c) = node.kind() {
         node = &c.sub;
     }
-    if let HirKind::Concat(children) = node.kind() {
-        for lits in children.iter().filter_map(literal_set) {
-            let cost = set_cost(&lits) * INNER_PENALTY;
-            // Strictly better only: the first piece wins ties (`@` before `.` in an e-mail pattern).
-            if best.as_ref().is_none_or(|(c, _)| cost < *c) {
-                best = Some((cost, Gate::Inner(lits)));
-            }
+    let children = match node.kind() {
+        HirKind::Concat(children) => &children[..],
+        _ => &[],
+    };
+    let after_boundary = |i: usize| {
+        i > 0
+            && matches!(
+                children[i - 1].kind(),
+                HirKind::Look(Look::WordAscii | Look::WordStartAscii)
+            )
+    };
+    // A prefix gate after a leading `\b` fires only at word starts too: the first piece with
+    // literals decides, as the extractor reads through the look-around.
+    let leading = children
+        .iter()
+        .position(|c| !matches!(c.kind(), HirKind::Look(_)))
+        .is_some_and(after_boundary);
+    let mut best = literal_set(&hir).map(|lits| (gate_cost(&lits, leading), Gate::Prefix(lits)));
+    for (i, lits) in children
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| Some((i, literal_set(c)?)))
+    {
+        let cost = gate_cost(&lits, after_boundary(i)) * INNER_PENALTY;
+        // Strictly better only: the first piece wins ties (`@` before `.` in an e-mail pattern).
+        if best.as_ref().is_none_or(|(c, _)| cost < *c) {
+            best = Some((cost, Gate::Inner(lits, after_boundary(i))));
         }
     }
     best.map(|(_, g)| g)
+}
+
+/// Expected occurrences of a gate per text position: a literal that starts with a word byte and
+/// must follow a word boundary occurs only at word starts, one byte in `AVG_WORD_BYTES`.
+fn gate_cost(lits: &[Vec<u8>], after_boundary: bool) -> f64 {
+    lits.iter()
+        .map(|l| {
+            let word_start = after_boundary
+                && l.first()
+                    .is_some_and(|&b| b.is_ascii_alphanumeric() || b == b'_');
+            literal_cost(l, word_start)
+        })
+        .sum()
 }
 
 /// The pattern split around the first top-level piece whose literal prefixes are exactly `lits`
@@ -275,15 +309,14 @@ fn follow_walk(hir: &Hir, ins: Offsets, table: &mut [u8; 256]) -> Offsets {
     }
 }
 
-/// Expected occurrences per text position of any literal of the set.
-fn set_cost(lits: &[Vec<u8>]) -> f64 {
-    lits.iter().map(|l| literal_cost(l)).sum()
-}
-
-/// Probability that `lit` starts at a given position of lowercase text: byte frequencies, but at
-/// least the frequency of the common words it begins (byte products badly underrate "and").
-fn literal_cost(lit: &[u8]) -> f64 {
-    let bytes: f64 = lit.iter().map(|&b| byte_frequency(b)).product();
+/// Probability that `lit` starts at a given position of lowercase text (at a word start only,
+/// with `word_start`): byte frequencies, but at least the frequency of the common words it
+/// begins (byte products badly underrate "and"; those are word starts already).
+fn literal_cost(lit: &[u8], word_start: bool) -> f64 {
+    let mut bytes: f64 = lit.iter().map(|&b| byte_frequency(b)).product();
+    if word_start {
+        bytes /= AVG_WORD_BYTES;
+    }
     let words: f64 = COMMON_WORDS
         .iter()
         .filter(|(w, _)| w.as_bytes().starts_with(lit))
@@ -422,13 +455,27 @@ fn byte_frequency(b: u8) -> f64 {
 /// The finite set of non-empty literals one of which every match of `hir` starts with.
 fn literal_set(hir: &Hir) -> Option<Vec<Vec<u8>>> {
     // Unoptimized on purpose: whole words are rarer than the shortened prefixes the optimizer picks.
-    let seq = Extractor::new().kind(ExtractKind::Prefix).extract(hir);
+    // A high total limit so big sets (`4\d{3}|5[1-5]\d{2}|...`) come out finite and are cut to
+    // short prefixes below, rather than given up on.
+    let seq = Extractor::new()
+        .kind(ExtractKind::Prefix)
+        .limit_total(20_000)
+        .extract(hir);
     let lits = seq.literals()?;
-    if lits.is_empty()
-        || lits.len() > MAX_GATE_LITERALS
-        || lits.iter().any(|l| l.as_bytes().is_empty())
-    {
+    if lits.is_empty() || lits.iter().any(|l| l.as_bytes().is_empty()) {
         return None;
+    }
+    if lits.len() > MAX_GATE_LITERALS {
+        // A prefix of a gate literal is a gate literal: `4\d{3}` gives 1,000 literals, `4` one.
+        return (1..=3).rev().find_map(|n| {
+            let mut cut: Vec<Vec<u8>> = lits
+                .iter()
+                .map(|l| l.as_bytes()[..l.len().min(n)].to_ascii_lowercase())
+                .collect();
+            cut.sort();
+            cut.dedup();
+            (cut.len() <= MAX_GATE_LITERALS).then_some(cut)
+        });
     }
     // `ignore\s+` expands to `ignore ` / `ignore\t` / ...: the whitespace adds no selectivity.
     let mut out: Vec<Vec<u8>> = lits
@@ -540,6 +587,14 @@ mod tests {
     }
 
     #[test]
+    fn inner_gates_know_a_word_boundary_before_them() {
+        let phone = r"(?:^|[^\w(])\(?\b[2-9]\d{2}\)?[\s.\-]\d{3}[\s.\-]\d{4}\b";
+        assert!(matches!(gate_of(phone), Some(Gate::Inner(_, true))));
+        let iban = r"\b[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]{4}){2,7}";
+        assert!(matches!(gate_of(iban), Some(Gate::Inner(_, false))));
+    }
+
+    #[test]
     fn rejects_empty_matching_and_invalid_patterns() {
         assert!(parse("a*").is_err());
         assert!(parse("(a").unwrap_err().starts_with("invalid regex"));
@@ -573,7 +628,7 @@ mod tests {
 
     #[test]
     fn the_rarest_required_piece_wins() {
-        let Some(Gate::Inner(a)) =
+        let Some(Gate::Inner(a, _)) =
             gate_of(r"\b(?:the|a)\s+(?:system\s+prompt|hidden\s+instructions)")
         else {
             panic!()
@@ -589,7 +644,7 @@ mod tests {
     #[test]
     fn inner_gated_patterns_split_at_the_gate_piece() {
         let hir = parse(r"\b(?:the|a)\s+(?:system\s+prompt|hidden\s+instructions)").unwrap();
-        let Some(Gate::Inner(lits)) = gate(&hir) else {
+        let Some(Gate::Inner(lits, _)) = gate(&hir) else {
             panic!()
         };
         let (before, rest) = split_at_gate(&hir, &lits).unwrap();
@@ -605,7 +660,7 @@ mod tests {
     fn inner_literals_gate_patterns_that_start_with_a_class() {
         assert_eq!(
             gate_of(r"\b[a-z0-9.]{1,64}@[a-z]{2,}\.[a-z]{2,}"),
-            Some(Gate::Inner(vec![b"@".to_vec()]))
+            Some(Gate::Inner(vec![b"@".to_vec()], false))
         );
         assert_eq!(gate_of(r"[a-z0-9]{20,}"), None);
     }

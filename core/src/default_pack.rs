@@ -4,8 +4,9 @@ use crate::rules::{Examples, Origin, Rule, ViewKind};
 use crate::validate::Validator;
 use crate::verdict::{Family, Severity};
 
-/// Gate of one pattern (see `anchors.rs`): (is a prefix gate, literals), `None` when ungated.
-pub(crate) type StaticGate = Option<(bool, &'static [&'static [u8]])>;
+/// Gate of one pattern (see `anchors.rs`): (kind, literals), `None` when ungated. Kind 0 is a
+/// prefix gate, 1 an inner gate, 2 an inner gate right after a word boundary.
+pub(crate) type StaticGate = Option<(u8, &'static [&'static [u8]])>;
 
 /// One default rule as build.rs emitted it. `gates[i]` belongs to `regex[i]`.
 pub(crate) struct StaticRule {

@@ -63,6 +63,9 @@ struct Pattern {
     check: Check,
     /// For `Check::Scan` with an inner gate: its literals, to split the pattern at the gate.
     inner_gate: Option<Vec<Vec<u8>>>,
+    /// A word boundary stands right before the gate piece in every match: a gate literal that
+    /// starts with a word byte cannot match after a word byte.
+    word_start: bool,
     /// The pattern split at its inner gate, built on first use; `None` when it cannot be split.
     split: OnceLock<Option<Box<Split>>>,
     /// Forward-only lazy DFA for anchored checks: the start is known, so no reverse pass. Boxed,
@@ -778,8 +781,7 @@ impl Matcher {
             } else {
                 i as u32
             };
-            let word_start = matches!(patterns[i].check, Check::Anchored)
-                && starts_with_word_boundary(&patterns[i].source);
+            let word_start = patterns[i].word_start;
             match gate {
                 Some(list) => {
                     for a in list {
@@ -893,12 +895,11 @@ impl std::fmt::Debug for RuleSet {
 /// Gate of a rule's `i`th regex (folded `source`): precomputed for the default pack, parsed otherwise.
 fn regex_gate(rule: &Rule, i: usize, source: &str) -> Result<Option<Gate>, String> {
     if let Some(pre) = rule.precomputed_gates.and_then(|p| p.get(i)) {
-        return Ok(pre.map(|(prefix, lits)| {
+        return Ok(pre.map(|(kind, lits)| {
             let lits = lits.iter().map(|a| a.to_vec()).collect();
-            if prefix {
-                Gate::Prefix(lits)
-            } else {
-                Gate::Inner(lits)
+            match kind {
+                0 => Gate::Prefix(lits),
+                k => Gate::Inner(lits, k == 2),
             }
         }));
     }
@@ -920,10 +921,12 @@ impl RuleSet {
                     id: rule.id.clone(),
                     message,
                 })?;
-                let (check, lits) = match gate {
-                    Some(Gate::Prefix(l)) => (Check::Anchored, Some(l)),
-                    Some(Gate::Inner(l)) => (Check::Scan, Some(l)),
-                    None => (Check::Scan, None),
+                let (check, lits, word_start) = match gate {
+                    Some(Gate::Prefix(l)) => {
+                        (Check::Anchored, Some(l), starts_with_word_boundary(&source))
+                    }
+                    Some(Gate::Inner(l, after_boundary)) => (Check::Scan, Some(l), after_boundary),
+                    None => (Check::Scan, None, false),
                 };
                 let inner_gate = match check {
                     Check::Scan => lits.clone(),
@@ -935,6 +938,7 @@ impl RuleSet {
                     source,
                     check,
                     inner_gate,
+                    word_start,
                     split: OnceLock::new(),
                     fwd: OnceLock::new(),
                     single: OnceLock::new(),
@@ -971,6 +975,7 @@ impl RuleSet {
                     source,
                     check: Check::Exact(exact),
                     inner_gate: None,
+                    word_start: false,
                     split: OnceLock::new(),
                     fwd: OnceLock::new(),
                     single: OnceLock::new(),
