@@ -2,7 +2,7 @@
 //! `cargo bench -p featherguard-core --bench scan`
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use featherguard_core::{default_rules, Firewall, PatternGuard, RuleSet, ScanLimits};
+use featherguard_core::{default_rules, Config, Firewall, PatternGuard, RuleSet, ScanLimits};
 
 const PROMPT_200: &str = "Can you help me write a short email to my landlord asking whether the heating in \
 our apartment can be repaired before the weekend? Please keep it polite, mention the lease, and stay under 120 words.";
@@ -57,6 +57,15 @@ fn bench(c: &mut Criterion) {
     g.bench_with_input(BenchmarkId::new("long_text", long.len()), &long, |b, t| {
         b.iter(|| fw.scan(t))
     });
+    // The same on the calling thread only (`[scan] threads = 1`): the per-core figure.
+    let mut config = Config::default();
+    config.scan.threads = 1;
+    let one = Firewall::from_config(&config).unwrap();
+    g.bench_with_input(
+        BenchmarkId::new("long_text_1_thread", long.len()),
+        &long,
+        |b, t| b.iter(|| one.scan(t)),
+    );
     g.finish();
 }
 

@@ -114,9 +114,14 @@ impl Pattern {
         self.single()?.search(&input).map(|m| m.end())
     }
 
-    /// Whether a match may start at `start`, by the bytes there; `true` when unknown.
+    /// Whether a match may start at `start`, by the bytes there, when this is the pattern's first
+    /// check (its filter is built now); `true` afterwards, as the gate pass applies the filter
+    /// once built (a hit it let through unfiltered just runs the DFA).
     #[inline]
-    fn may_start(&self, text: &[u8], start: usize) -> bool {
+    fn first_check_admits(&self, text: &[u8], start: usize) -> bool {
+        if self.follow.get().is_some() {
+            return true;
+        }
         self.follow
             .get_or_init(|| {
                 let hir = crate::anchors::parse(&self.source).ok()?;
@@ -655,7 +660,7 @@ impl NonAsciiGates {
         }))
     }
 
-    fn run(&self, text: &[u8], scratch: &mut MatchScratch) {
+    fn run(&self, text: &[u8], sink: &mut Sink<'_>) {
         let mut at = 0;
         while let Some(from) = next_non_ascii(text, at) {
             let to = non_ascii_run_end(text, from);
@@ -668,11 +673,11 @@ impl NonAsciiGates {
                     for (i, pair) in (from..).zip(text[from..to].windows(2)) {
                         let (b0, b1) = (usize::from(pair[0] & 0x7F), usize::from(pair[1] & 0x7F));
                         if leads[b0][b1 / 64] >> (b1 % 64) & 1 != 0 {
-                            self.walk(aho_corasick::Anchored::Yes, text, i, to, scratch);
+                            self.walk(aho_corasick::Anchored::Yes, text, i, to, sink);
                         }
                     }
                 }
-                None => self.walk(aho_corasick::Anchored::No, text, from, to, scratch),
+                None => self.walk(aho_corasick::Anchored::No, text, from, to, sink),
             }
             at = to;
         }
@@ -682,11 +687,11 @@ impl NonAsciiGates {
 impl NonAsciiGates {
     /// `run` without the lead-byte filter: each non-ASCII run walked whole.
     #[cfg(test)]
-    fn run_unfiltered(&self, text: &[u8], scratch: &mut MatchScratch) {
+    fn run_unfiltered(&self, text: &[u8], sink: &mut Sink<'_>) {
         let mut at = 0;
         while let Some(from) = next_non_ascii(text, at) {
             let to = non_ascii_run_end(text, from);
-            self.walk(aho_corasick::Anchored::No, text, from, to, scratch);
+            self.walk(aho_corasick::Anchored::No, text, from, to, sink);
             at = to;
         }
     }
@@ -701,7 +706,7 @@ impl NonAsciiGates {
         text: &[u8],
         from: usize,
         to: usize,
-        scratch: &mut MatchScratch,
+        sink: &mut Sink<'_>,
     ) {
         use aho_corasick::automaton::Automaton;
         let nfa = &self.nfa;
@@ -717,10 +722,8 @@ impl NonAsciiGates {
                 for k in 0..nfa.match_len(sid) {
                     let p = nfa.match_pattern(sid, k);
                     let (a, b) = self.ranges[p.as_usize()];
-                    let start = end - nfa.pattern_len(p);
-                    for &t in &self.targets[a as usize..b as usize] {
-                        scratch.push(t, start, end);
-                    }
+                    let len = nfa.pattern_len(p);
+                    sink.push_all(&self.targets[a as usize..b as usize], end - len, len, false);
                 }
             }
         }
@@ -1088,12 +1091,16 @@ impl RuleSet {
         let Some(g) = &matcher.non_ascii else {
             return;
         };
+        let mut sink = Sink {
+            hits,
+            filter: (!self.is_reference()).then_some((matcher, text)),
+        };
         #[cfg(test)]
         if self.reference {
-            g.run_unfiltered(text, hits);
+            g.run_unfiltered(text, &mut sink);
             return;
         }
-        g.run(text, hits);
+        g.run(text, &mut sink);
     }
 
     pub(crate) fn raw(&self) -> &Matcher {
@@ -1255,11 +1262,14 @@ impl RuleSet {
             let pattern = &matcher.patterns[i];
             let rule = &self.rules[pattern.rule];
             regions.clear();
+            // Once built, the split's byte filter runs in the gate pass: only a first check
+            // applies it here.
+            let first = pattern.split.get().is_none();
             match pattern.split() {
                 Some(split) => {
                     for &hit in hits {
                         let caches = split_caches[i].get_or_insert_with(Default::default);
-                        match split.reach(caches, text, hit as u32 as usize, filter) {
+                        match split.reach(caches, text, hit as u32 as usize, filter && first) {
                             Ok(Some(r)) => regions.push(r),
                             Ok(None) => {}
                             Err(_) => {
@@ -1296,7 +1306,7 @@ impl RuleSet {
                 let pattern = &matcher.patterns[c.pattern() as usize];
                 if filter
                     && matches!(pattern.check, Check::Anchored)
-                    && !pattern.may_start(text, start)
+                    && !pattern.first_check_admits(text, start)
                 {
                     continue;
                 }

@@ -123,7 +123,9 @@ impl GateDfa {
         let mut fail = vec![0u32; states];
         let mut queue = std::collections::VecDeque::new();
         queue.extend(goto[..stride].iter().copied().filter(|&child| child != 0));
+        let mut order = Vec::with_capacity(states);
         while let Some(u) = queue.pop_front() {
+            order.push(u);
             let u = u as usize;
             let f = fail[u] as usize;
             let inherited = ends_of[f].clone();
@@ -140,13 +142,26 @@ impl GateDfa {
             }
         }
 
-        // Byte transitions, the marker step folded in. State `states` is the root reached by a
-        // word byte (no marker before the next word byte); the root itself is reached by a
-        // non-word byte, and is the start.
-        let root_after_word = states as u32;
-        let mut table = vec![0u32; (states + 1) << stride2];
-        for s in 0..=states {
-            let (from, after_word) = if s == states {
+        // Byte transitions, the marker step folded in. The root is reached by a non-word byte
+        // and is the start; a second root, reached by a word byte, puts no marker before the
+        // next word byte. States are numbered breadth first (the roots, then shallow states, are
+        // where prose spends its time: their rows share cache lines), leaving out the states
+        // right after a marker, which no byte leads to.
+        let root_after_word = states;
+        let mut id = vec![u32::MAX; states + 1];
+        let mut old_of = vec![0, root_after_word];
+        old_of.extend(
+            order
+                .iter()
+                .map(|&u| u as usize)
+                .filter(|&u| label[u] != MARK),
+        );
+        for (new, &old) in old_of.iter().enumerate() {
+            id[old] = new as u32;
+        }
+        let mut table = vec![0u32; old_of.len() << stride2];
+        for (new, &s) in old_of.iter().enumerate() {
+            let (from, after_word) = if s == root_after_word {
                 (0, true)
             } else {
                 (s, s != 0 && word[usize::from(label[s])])
@@ -154,24 +169,25 @@ impl GateDfa {
             for c in (0..n_classes).filter(|&c| c != usize::from(MARK)) {
                 let mut t = if word[c] && !after_word {
                     let marked = goto[from * stride + usize::from(MARK)] as usize;
-                    goto[marked * stride + c]
+                    goto[marked * stride + c] as usize
                 } else {
-                    goto[from * stride + c]
+                    goto[from * stride + c] as usize
                 };
                 if t == 0 && word[c] {
                     t = root_after_word;
                 }
-                let flag = match ends_of.get(t as usize) {
+                let flag = match ends_of.get(t) {
                     Some(e) if !e.is_empty() => MATCH,
                     _ => 0,
                 };
-                table[(s << stride2) + c] = (t << stride2) | flag;
+                table[(new << stride2) + c] = (id[t] << stride2) | flag;
             }
         }
         ends_of.push(Vec::new());
-        let mut ends_at = Vec::with_capacity(ends_of.len() + 1);
+        let mut ends_at = Vec::with_capacity(old_of.len() + 1);
         let mut ends = Vec::new();
-        for e in &mut ends_of {
+        for &old in &old_of {
+            let e = &mut ends_of[old];
             ends_at.push(ends.len() as u32);
             e.sort_unstable();
             e.dedup();
