@@ -612,6 +612,9 @@ struct NonAsciiGates {
     /// literals are non-ASCII bytes only); `None` when one is a single byte. Most non-ASCII text
     /// (CJK prose) starts no literal, and this rules a position out in a few instructions.
     leads: Option<Box<[[u64; 2]; 128]>>,
+    /// Every literal starts with a UTF-8 lead byte: in text that is UTF-8, only char starts need
+    /// the lead-pair test (a third of the positions of CJK text).
+    char_starts: bool,
     /// For literal `i` of `ac`, the gated patterns are `targets[ranges[i].0..ranges[i].1]`.
     ranges: Vec<(u32, u32)>,
     targets: Vec<u32>,
@@ -654,6 +657,7 @@ impl NonAsciiGates {
         }
         Ok(Some(NonAsciiGates {
             nfa,
+            char_starts: list.iter().all(|(lit, _)| lit[0] >= 0xC0),
             leads: all_pairs.then_some(leads),
             ranges,
             targets,
@@ -667,14 +671,25 @@ impl NonAsciiGates {
             match &self.leads {
                 // Every occurrence in the run starts at a position holding a literal's two lead
                 // bytes: an anchored walk from each such position finds all that start there.
+                // Views are UTF-8, so stepping by the lead byte's length visits every char start.
                 Some(leads) => {
-                    // Both bytes of each pair are in the run, so both are non-ASCII: masking off
-                    // the high bit indexes the table without a bounds check.
-                    for (i, pair) in (from..).zip(text[from..to].windows(2)) {
-                        let (b0, b1) = (usize::from(pair[0] & 0x7F), usize::from(pair[1] & 0x7F));
-                        if leads[b0][b1 / 64] >> (b1 % 64) & 1 != 0 {
+                    let mut i = from;
+                    while i + 1 < to {
+                        let (b0, b1) = (text[i], text[i + 1]);
+                        // Both bytes are in the run, so both are non-ASCII: masking off the high
+                        // bit indexes the table without a bounds check.
+                        let (r, c) = (usize::from(b0 & 0x7F), usize::from(b1 & 0x7F));
+                        if leads[r][c / 64] >> (c % 64) & 1 != 0 {
                             self.walk(aho_corasick::Anchored::Yes, text, i, to, sink);
                         }
+                        i += match b0 {
+                            _ if !self.char_starts => 1,
+                            0xC0..=0xDF => 2,
+                            0xE0..=0xEF => 3,
+                            0xF0..=0xFF => 4,
+                            // A continuation byte: the text is not UTF-8 here (a decoded view).
+                            _ => 1,
+                        };
                     }
                 }
                 None => self.walk(aho_corasick::Anchored::No, text, from, to, sink),
