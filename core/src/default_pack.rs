@@ -4,9 +4,10 @@ use crate::rules::{Examples, Origin, Rule, ViewKind};
 use crate::validate::Validator;
 use crate::verdict::{Family, Severity};
 
-/// Gate of one pattern (see `anchors.rs`): (kind, literals), `None` when ungated. Kind 0 is a
-/// prefix gate, 1 an inner gate, 2 an inner gate right after a word boundary.
-pub(crate) type StaticGate = Option<(u8, &'static [&'static [u8]])>;
+/// Gate of one pattern (see `anchors.rs`): (kind, first literal, literal count), `None` when
+/// ungated. Kind 0 is a prefix gate, 1 an inner gate, 2 an inner gate right after a word
+/// boundary. The literals are [`gate_literal`]`(first..first + count)`.
+pub(crate) type StaticGate = Option<(u8, u32, u32)>;
 
 /// One default rule as build.rs emitted it. `gates[i]` belongs to `regex[i]`.
 pub(crate) struct StaticRule {
@@ -27,6 +28,13 @@ pub(crate) struct StaticRule {
 }
 
 include!(concat!(env!("OUT_DIR"), "/default_pack.rs"));
+
+/// Literal `i` of the precomputed gates (see `GATE_BYTES`, `GATE_ENDS`).
+pub(crate) fn gate_literal(i: u32) -> &'static [u8] {
+    let i = i as usize;
+    let start = if i == 0 { 0 } else { GATE_ENDS[i - 1] as usize };
+    &GATE_BYTES[start..GATE_ENDS[i] as usize]
+}
 
 fn owned(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()

@@ -913,8 +913,10 @@ impl std::fmt::Debug for RuleSet {
 /// Gate of a rule's `i`th regex (folded `source`): precomputed for the default pack, parsed otherwise.
 fn regex_gate(rule: &Rule, i: usize, source: &str) -> Result<Option<Gate>, String> {
     if let Some(pre) = rule.precomputed_gates.and_then(|p| p.get(i)) {
-        return Ok(pre.map(|(kind, lits)| {
-            let lits = lits.iter().map(|a| a.to_vec()).collect();
+        return Ok(pre.map(|(kind, first, count)| {
+            let lits = (first..first + count)
+                .map(|i| crate::default_pack::gate_literal(i).to_vec())
+                .collect();
             match kind {
                 0 => Gate::Prefix(lits),
                 k => Gate::Inner(lits, k == 2),
