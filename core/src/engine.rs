@@ -479,7 +479,6 @@ impl AsciiGates {
                     }
                 }
             }
-            state = GateDfa::resume(state);
             if at == text.len() {
                 return;
             }
@@ -526,7 +525,6 @@ impl AsciiGates {
                         sink.push_all(&self.targets[lo as usize..mid as usize], rs, len, false);
                     }
                 }
-                state = GateDfa::resume(state);
             }
         }
     }

@@ -40,6 +40,11 @@ pub(crate) struct GateDfa {
     ends: Vec<u32>,
 }
 
+/// A state of the walk: its row's offset in the table (premultiplied), flagged (`MATCH`) when
+/// it ends literals. Only the automaton makes them, so a state is always a row of its table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct GateState(u32);
+
 /// Error building the automaton: the table would not fit 31-bit state ids.
 #[derive(Debug)]
 pub(crate) struct TooLarge;
@@ -204,21 +209,27 @@ impl GateDfa {
     }
 
     /// The state before any text.
-    pub(crate) fn start(&self) -> u32 {
-        0
+    pub(crate) fn start(&self) -> GateState {
+        GateState(0)
     }
 
     /// Walks `text` from `at` in `state` to the first position after which literals end: returns
     /// that position and the state there, or `text.len()` and the last state when none does.
     #[inline(never)]
-    pub(crate) fn next_match(&self, text: &[u8], mut at: usize, mut state: u32) -> (usize, u32) {
+    pub(crate) fn next_match(
+        &self,
+        text: &[u8],
+        mut at: usize,
+        state: GateState,
+    ) -> (usize, GateState) {
+        let mut state = state.0 & !MATCH;
         // Four bytes per bounds check of the text; the table is indexed without one (see `step`).
         while let Some(chunk) = text.get(at..at + 4) {
             for (k, &b) in chunk.iter().enumerate() {
                 let next = self.step(state, b);
                 state = next & !MATCH;
                 if next & MATCH != 0 {
-                    return (at + k + 1, next);
+                    return (at + k + 1, GateState(next));
                 }
             }
             at += 4;
@@ -228,38 +239,33 @@ impl GateDfa {
             at += 1;
             state = next & !MATCH;
             if next & MATCH != 0 {
-                return (at, next);
+                return (at, GateState(next));
             }
         }
-        (at, state)
+        (at, GateState(state))
     }
 
-    /// The transition from `state` (premultiplied, unflagged) on byte `b`.
+    /// The transition from `state` (a premultiplied row, unflagged) on byte `b`.
     #[inline(always)]
     fn step(&self, state: u32, b: u8) -> u32 {
         let i = (state | u32::from(self.classes[usize::from(b)])) as usize;
         debug_assert!(i < self.table.len());
-        // SAFETY: `state` is 0 or came out of `table`, whose entries are (unflagged) `t << stride2`
-        // for a state `t < table.len() >> stride2` (see `new`), and a class is below `1 << stride2`:
-        // so `i < table.len()`. The walk is the per-byte cost of every scan; the check was a
-        // fifth of it.
+        // SAFETY: `state` is a row of `table`: the start (0), or taken from a `GateState`, which
+        // only this automaton makes, from table entries, whose rows are all `t << stride2` with
+        // `t < table.len() >> stride2` (see `new`); a class is below `1 << stride2`. So
+        // `i < table.len()`. The walk is the per-byte cost of every scan; the check was a fifth.
         unsafe { *self.table.get_unchecked(i) }
     }
 
     /// Whether `state` (from [`GateDfa::next_match`]) ends literals.
-    pub(crate) fn is_match(state: u32) -> bool {
-        state & MATCH != 0
+    pub(crate) fn is_match(state: GateState) -> bool {
+        state.0 & MATCH != 0
     }
 
     /// The literals (indexes into the build input) that end in `state`.
-    pub(crate) fn ends(&self, state: u32) -> &[u32] {
-        let s = ((state & !MATCH) >> self.stride2) as usize;
+    pub(crate) fn ends(&self, state: GateState) -> &[u32] {
+        let s = ((state.0 & !MATCH) >> self.stride2) as usize;
         &self.ends[self.ends_at[s] as usize..self.ends_at[s + 1] as usize]
-    }
-
-    /// The state to continue from after a match state.
-    pub(crate) fn resume(state: u32) -> u32 {
-        state & !MATCH
     }
 
     /// Heap bytes held.
@@ -282,7 +288,6 @@ mod tests {
                 return out;
             }
             out.extend(dfa.ends(s).iter().map(|&l| (at, l)));
-            s = GateDfa::resume(s);
         }
     }
 
