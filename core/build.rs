@@ -144,9 +144,10 @@ fn main() {
                         anchors_code.push("None".to_string());
                         continue;
                     }
-                    Some(anchors::Gate::Prefix(l)) => (0, l),
+                    Some(anchors::Gate::Prefix(l, false)) => (0, l),
                     Some(anchors::Gate::Inner(l, false)) => (1, l),
                     Some(anchors::Gate::Inner(l, true)) => (2, l),
+                    Some(anchors::Gate::Prefix(l, true)) => (3, l),
                 };
                 let first = gate_ends.len();
                 for l in &list {

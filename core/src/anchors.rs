@@ -11,8 +11,10 @@ const MAX_GATE_LITERALS: usize = 512;
 /// Literals that gate a pattern, lowercase ASCII (gates are matched ASCII-case-insensitively).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Gate {
-    /// Every match starts with one of these: the pattern runs anchored where one occurs.
-    Prefix(Vec<Vec<u8>>),
+    /// Every match starts with one of these: the pattern runs anchored where one occurs. The
+    /// flag: the pattern starts with a word boundary (`\b`), so a literal starting with a word
+    /// byte occurs in a match only right after a non-word byte.
+    Prefix(Vec<Vec<u8>>, bool),
     /// Every match contains one of these: the pattern runs over the text when one occurs. The
     /// flag: the piece follows a word boundary (`\b`), so a literal starting with a word byte
     /// occurs in a match only right after a non-word byte.
@@ -73,17 +75,25 @@ pub fn gate(hir: &Hir) -> Option<Gate> {
         .iter()
         .position(|c| !matches!(c.kind(), HirKind::Look(_)))
         .is_some_and(after_boundary);
-    let mut best = literal_set(&hir).map(|lits| (gate_cost(&lits, leading), Gate::Prefix(lits)));
+    let mut best =
+        literal_set(&hir).map(|lits| (gate_cost(&lits, leading), Gate::Prefix(lits, leading)));
+    let mut seen: Vec<Vec<Vec<u8>>> = Vec::new();
     for (i, lits) in children
         .iter()
         .enumerate()
         .filter_map(|(i, c)| Some((i, literal_set(c)?)))
     {
+        // The split runs at the first piece with these literals (`split_at_gate`): a later
+        // piece with the same ones must not lend the gate its word-boundary flag.
+        if seen.contains(&lits) {
+            continue;
+        }
         let cost = gate_cost(&lits, after_boundary(i)) * INNER_PENALTY;
         // Strictly better only: the first piece wins ties (`@` before `.` in an e-mail pattern).
         if best.as_ref().is_none_or(|(c, _)| cost < *c) {
-            best = Some((cost, Gate::Inner(lits, after_boundary(i))));
+            best = Some((cost, Gate::Inner(lits.clone(), after_boundary(i))));
         }
+        seen.push(lits);
     }
     best.map(|(_, g)| g)
 }
@@ -587,6 +597,30 @@ mod tests {
     }
 
     #[test]
+    fn prefix_gates_know_a_leading_word_boundary_from_the_parse() {
+        assert!(matches!(
+            gate_of(r"(?i)\bignore\s+all"),
+            Some(Gate::Prefix(_, true))
+        ));
+        // The boundary belongs to the first branch only.
+        assert!(matches!(
+            gate_of(r"\bqzxa|qzxb"),
+            Some(Gate::Prefix(_, false))
+        ));
+        assert!(matches!(
+            gate_of(r"(?:\bqzxa|qzxb)"),
+            Some(Gate::Prefix(_, false))
+        ));
+    }
+
+    #[test]
+    fn a_later_piece_with_the_first_pieces_literals_lends_no_flag() {
+        // `split_at_gate` cuts at the first `qzx`, which a word byte may precede.
+        let g = gate_of(r"[a-z]+qzx\s+\bqzx");
+        assert!(!matches!(g, Some(Gate::Inner(_, true))), "{g:?}");
+    }
+
+    #[test]
     fn inner_gates_know_a_word_boundary_before_them() {
         let phone = r"(?:^|[^\w(])\(?\b[2-9]\d{2}\)?[\s.\-]\d{3}[\s.\-]\d{4}\b";
         assert!(matches!(gate_of(phone), Some(Gate::Inner(_, true))));
@@ -604,7 +638,7 @@ mod tests {
 
     #[test]
     fn prefix_gates_are_match_prefixes() {
-        let Some(Gate::Prefix(a)) = gate_of(r"\b(?:ignore|disregard)\s+all") else {
+        let Some(Gate::Prefix(a, true)) = gate_of(r"\b(?:ignore|disregard)\s+all") else {
             panic!()
         };
         assert!(
@@ -616,7 +650,7 @@ mod tests {
 
     #[test]
     fn case_insensitive_patterns_get_lowercase_gates() {
-        let Some(Gate::Prefix(a)) = gate_of(r"(?i)\bAccountKey=") else {
+        let Some(Gate::Prefix(a, true)) = gate_of(r"(?i)\bAccountKey=") else {
             panic!()
         };
         assert!(
@@ -634,7 +668,7 @@ mod tests {
             panic!()
         };
         assert!(a.iter().any(|l| l.starts_with(b"system")), "{a:?}");
-        let Some(Gate::Prefix(a)) = gate_of(r"\bignore\s+(?:\w+\s+){0,3}(?:the|your)\s+rules")
+        let Some(Gate::Prefix(a, _)) = gate_of(r"\bignore\s+(?:\w+\s+){0,3}(?:the|your)\s+rules")
         else {
             panic!()
         };

@@ -330,25 +330,6 @@ const SCAN_BIT: u32 = 1 << 31;
 const WORD_START_BIT: u32 = 1 << 30;
 const INDEX_MASK: u32 = WORD_START_BIT - 1;
 
-/// Whether every match of the regex `source` is preceded by a word boundary (`\b` first, after
-/// any flag group), read from the source without parsing it.
-fn starts_with_word_boundary(source: &str) -> bool {
-    let mut rest = source;
-    while let Some(flags) = rest.strip_prefix("(?") {
-        match flags.find(')') {
-            Some(end)
-                if flags[..end]
-                    .bytes()
-                    .all(|b| b.is_ascii_alphabetic() || b == b'-') =>
-            {
-                rest = &flags[end + 1..];
-            }
-            _ => return false,
-        }
-    }
-    rest.starts_with("\\b")
-}
-
 /// A gate literal cut to its leading run of ASCII or of non-ASCII bytes and to `MAX_GATE_BYTES`:
 /// a prefix of a gate is still a gate, short ones keep the automata small, and a literal of
 /// non-ASCII bytes only can occur only inside a non-ASCII run of the text.
@@ -916,7 +897,7 @@ fn regex_gate(rule: &Rule, i: usize, source: &str) -> Result<Option<Gate>, Strin
                 .map(|i| crate::default_pack::gate_literal(i).to_vec())
                 .collect();
             match kind {
-                0 => Gate::Prefix(lits),
+                0 | 3 => Gate::Prefix(lits, kind == 3),
                 k => Gate::Inner(lits, k == 2),
             }
         }));
@@ -940,9 +921,7 @@ impl RuleSet {
                     message,
                 })?;
                 let (check, lits, word_start) = match gate {
-                    Some(Gate::Prefix(l)) => {
-                        (Check::Anchored, Some(l), starts_with_word_boundary(&source))
-                    }
+                    Some(Gate::Prefix(l, word_start)) => (Check::Anchored, Some(l), word_start),
                     Some(Gate::Inner(l, after_boundary)) => (Check::Scan, Some(l), after_boundary),
                     None => (Check::Scan, None, false),
                 };
@@ -1453,7 +1432,7 @@ fn scan_regions(
         emit(0, text.len());
         return;
     };
-    let mut count = 0;
+    let (mut count, mut rejected) = (0, 0);
     let mut at = 0;
     for &(from, to) in regions {
         at = at.max(from);
@@ -1465,11 +1444,21 @@ fn scan_regions(
                 None => Some(Span::new(m.start(), m.end())),
                 Some(_) => anchored_match(re, text, m.start(), rule.validate),
             };
-            if let Some(span) = span {
-                emit(span.start, span.end);
-                count += 1;
-            }
-            at = m.end().max(m.start() + 1);
+            at = match span {
+                Some(span) => {
+                    emit(span.start, span.end);
+                    count += 1;
+                    m.end().max(m.start() + 1)
+                }
+                // A candidate the validator rejects (checksum, entropy) may hide a valid match
+                // starting inside it, which an anchored check at each gate hit finds: search
+                // again right after its start, as often as a pattern may match.
+                None if rejected < MAX_MATCHES_PER_PATTERN => {
+                    rejected += 1;
+                    m.start() + 1
+                }
+                None => m.end().max(m.start() + 1),
+            };
         }
     }
 }
@@ -1532,18 +1521,6 @@ mod tests {
             }
         }
         assert!(checked > 500, "only {checked} matches checked");
-    }
-
-    #[test]
-    fn word_boundary_prefix_is_read_through_flags() {
-        use super::starts_with_word_boundary as wb;
-        assert!(wb(r"\bignore"));
-        assert!(wb(r"(?i)\b(?:a|b)"));
-        assert!(wb(r"(?i)(?-u)\bx"));
-        assert!(!wb(r"\Bx"));
-        assert!(!wb(r"(?:\bx|y)"));
-        assert!(!wb(r"(?i:\bx)"));
-        assert!(!wb(r"x\b"));
     }
 
     #[test]

@@ -223,6 +223,11 @@ impl GateDfa {
         state: GateState,
     ) -> (usize, GateState) {
         let mut state = state.0 & !MATCH;
+        // A state of another automaton would break `step`'s argument: once per call, not per byte.
+        assert!(
+            (state as usize) < self.table.len(),
+            "a state of another automaton"
+        );
         // Four bytes per bounds check of the text; the table is indexed without one (see `step`).
         while let Some(chunk) = text.get(at..at + 4) {
             for (k, &b) in chunk.iter().enumerate() {

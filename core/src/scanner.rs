@@ -92,6 +92,13 @@ impl std::fmt::Debug for PatternGuard {
     }
 }
 
+/// One window scanned on a worker thread: its views' findings, and its decoded segments unless
+/// the thread had already kept a budget's worth of decoded text (then `None`: decode again).
+struct Scanned {
+    views: Vec<Finding>,
+    segments: Option<Vec<Segment>>,
+}
+
 /// A decoded segment waiting to be rescanned.
 struct Segment {
     span: Span,
@@ -177,48 +184,60 @@ impl PatternGuard {
     }
 
     /// The windows split in `threads` runs of consecutive windows, each scanned on its own
-    /// thread. Decoded segments are rescanned afterwards in window order, so the decoded-bytes
-    /// budget is spent exactly as by a sequential scan.
+    /// thread (the calling thread's when the OS refuses one). Then, window by window in order,
+    /// the views' findings are taken and the decoded segments rescanned, so the decoded-bytes
+    /// budget is spent, and duplicates resolved, exactly as by a sequential scan.
     fn find_parallel(&self, text: &str, threads: usize) -> Vec<Finding> {
         let windows: Vec<(usize, &str)> = self.windows(text).collect();
         let per_thread = windows.len().div_ceil(threads);
-        let parts: Vec<(Vec<Finding>, Vec<Vec<Segment>>)> = std::thread::scope(|scope| {
-            let handles: Vec<_> = windows
+        let scan_run = |run: &[(usize, &str)]| -> Vec<Scanned> {
+            let mut scratch = self.pool.get();
+            // Decoded text kept per thread is bounded by the budget; windows past it are
+            // decoded again afterwards if budget is left (rare: a budget's worth of encodings).
+            let mut kept = 0usize;
+            run.iter()
+                .map(|&(base, window)| {
+                    let mut views = Vec::new();
+                    self.scan_views(window, base, &mut scratch, &mut views);
+                    let segments = if kept <= self.limits.max_decoded_bytes {
+                        let segments = self.segments(window, base, &mut scratch);
+                        kept += segments.iter().map(|s| s.text.len()).sum::<usize>();
+                        Some(segments)
+                    } else {
+                        None
+                    };
+                    Scanned { views, segments }
+                })
+                .collect()
+        };
+        let parts: Vec<Vec<Scanned>> = std::thread::scope(|scope| {
+            let spawned: Vec<_> = windows
                 .chunks(per_thread)
                 .map(|run| {
-                    scope.spawn(move || {
-                        let mut scratch = self.pool.get();
-                        let mut out = Vec::new();
-                        let segments = run
-                            .iter()
-                            .map(|&(base, window)| {
-                                self.scan_views(window, base, &mut scratch, &mut out);
-                                self.segments(window, base, &mut scratch)
-                            })
-                            .collect();
-                        (out, segments)
-                    })
+                    std::thread::Builder::new()
+                        .spawn_scoped(scope, move || scan_run(run))
+                        .map_err(|_| run)
                 })
                 .collect();
-            handles
+            spawned
                 .into_iter()
-                .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .map(|handle| match handle {
+                    Ok(h) => h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)),
+                    Err(run) => scan_run(run),
+                })
                 .collect()
         });
         let mut out = Vec::new();
         let mut scratch = self.pool.get();
         let mut decoded_budget = self.limits.max_decoded_bytes;
-        for (found, segments) in parts {
-            out.extend(found);
-            for window_segments in segments {
-                self.scan_segments(
-                    window_segments,
-                    1,
-                    &mut scratch,
-                    &mut decoded_budget,
-                    &mut out,
-                );
-            }
+        for (scanned, &(base, window)) in parts.into_iter().flatten().zip(&windows) {
+            out.extend(scanned.views);
+            let segments = match scanned.segments {
+                Some(segments) => segments,
+                None if decoded_budget > 0 => self.segments(window, base, &mut scratch),
+                None => continue,
+            };
+            self.scan_segments(segments, 1, &mut scratch, &mut decoded_budget, &mut out);
         }
         out
     }
