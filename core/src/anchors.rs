@@ -200,17 +200,21 @@ impl Follow {
     /// Whether a match may start at `at` in `text`.
     #[inline]
     pub fn admits(&self, text: &[u8], at: usize) -> bool {
+        self.admits_after(text, at, 0)
+    }
+
+    /// [`Follow::admits`] when the first `known` bytes at `at` are already known to be ones a
+    /// match may start with (a gate literal found there): only the bytes after them are looked at.
+    #[inline]
+    pub fn admits_after(&self, text: &[u8], at: usize, known: usize) -> bool {
         let Some(bytes) = text.get(at..at + self.len) else {
             return false;
         };
-        let mut ok = 1u8;
-        for (i, &b) in bytes.iter().enumerate() {
-            ok &= self.table[usize::from(b)] >> i;
-            if ok & 1 == 0 {
-                return false;
-            }
-        }
-        true
+        bytes
+            .iter()
+            .enumerate()
+            .skip(known)
+            .all(|(i, &b)| self.table[usize::from(b)] >> i & 1 != 0)
     }
 }
 

@@ -211,13 +211,13 @@ struct Split {
 impl Split {
     /// Whether a match may pass through a gate hit at `p`, by the bytes around it.
     #[inline]
-    fn admits(&self, text: &[u8], p: usize) -> bool {
+    fn admits(&self, text: &[u8], p: usize, known: usize) -> bool {
         if let Some(ends) = &self.before_ends {
             if p == 0 || !ends[usize::from(text[p - 1])] {
                 return false;
             }
         }
-        self.rest_follow.admits(text, p)
+        self.rest_follow.admits_after(text, p, known)
     }
 
     /// The span any match through the gate hit at `p` lies in; `Ok(None)` when there is none.
@@ -228,7 +228,7 @@ impl Split {
         p: usize,
         filter: bool,
     ) -> Result<Option<(usize, usize)>, regex_automata::MatchError> {
-        if filter && !self.admits(text, p) {
+        if filter && !self.admits(text, p, 0) {
             return Ok(None);
         }
         let start = match &self.before {
@@ -536,7 +536,8 @@ impl Sink<'_> {
                 continue;
             }
             if let Some((m, text)) = self.filter {
-                if !m.may_match(t, text, start) {
+                // The gate literal's own bytes are ones its patterns may start with.
+                if !m.may_match(t, text, start, len) {
                     continue;
                 }
             }
@@ -831,25 +832,25 @@ impl Matcher {
         })
     }
 
-    /// A constructor of scratch space for this matcher (held by the scanner's pool).
     /// Whether target `t` (a gate target: pattern index and flags) may match through a hit at
     /// `start` of `text`, by the byte filters its pattern has built so far (at its first check).
     #[inline]
-    fn may_match(&self, t: u32, text: &[u8], start: usize) -> bool {
+    fn may_match(&self, t: u32, text: &[u8], start: usize, known: usize) -> bool {
         let p = &self.patterns[(t & INDEX_MASK) as usize];
         if t & SCAN_BIT != 0 {
             match p.split.get() {
-                Some(Some(split)) => split.admits(text, start),
+                Some(Some(split)) => split.admits(text, start, known),
                 _ => true,
             }
         } else {
             match p.follow.get() {
-                Some(Some(f)) => f.admits(text, start),
+                Some(Some(f)) => f.admits_after(text, start, known),
                 _ => true,
             }
         }
     }
 
+    /// A constructor of scratch space for this matcher (held by the scanner's pool).
     pub(crate) fn scratch_factory(&self) -> impl Fn() -> MatchScratch + Send + Sync + 'static {
         let n = self.unanchored_ids.len();
         let patterns = self.patterns.len();
