@@ -595,6 +595,10 @@ struct NonAsciiGates {
     /// Every literal starts with a UTF-8 lead byte: in text that is UTF-8, only char starts need
     /// the lead-pair test (a third of the positions of CJK text).
     char_starts: bool,
+    /// Bit `c` set when a literal starts with the three-byte char `c` (CJK and most other
+    /// scripts): a lead pair covers 64 chars, too coarse for CJK prose, where most chars would
+    /// start a walk. `None` when a literal starts with a cut three-byte char.
+    first_chars: Option<Box<[u64; 1024]>>,
     /// For literal `i` of `ac`, the gated patterns are `targets[ranges[i].0..ranges[i].1]`.
     ranges: Vec<(u32, u32)>,
     targets: Vec<u32>,
@@ -635,9 +639,23 @@ impl NonAsciiGates {
                 _ => all_pairs = false,
             }
         }
+        let mut first_chars = Some(Box::new([0u64; 1024]));
+        for (lit, _) in &list {
+            match lit[..] {
+                [b0 @ 0xE0..=0xEF, b1, b2, ..] => {
+                    if let Some(bits) = &mut first_chars {
+                        let c = three_byte_char(b0, b1, b2);
+                        bits[c / 64] |= 1 << (c % 64);
+                    }
+                }
+                [0xE0..=0xEF, ..] => first_chars = None,
+                _ => {}
+            }
+        }
         Ok(Some(NonAsciiGates {
             nfa,
             char_starts: list.iter().all(|(lit, _)| lit[0] >= 0xC0),
+            first_chars,
             leads: all_pairs.then_some(leads),
             ranges,
             targets,
@@ -659,7 +677,14 @@ impl NonAsciiGates {
                         // Both bytes are in the run, so both are non-ASCII: masking off the high
                         // bit indexes the table without a bounds check.
                         let (r, c) = (usize::from(b0 & 0x7F), usize::from(b1 & 0x7F));
-                        if leads[r][c / 64] >> (c % 64) & 1 != 0 {
+                        let starts_literal = match (&self.first_chars, b0) {
+                            (Some(bits), 0xE0..=0xEF) if i + 2 < to => {
+                                let c = three_byte_char(b0, b1, text[i + 2]);
+                                bits[c / 64] >> (c % 64) & 1 != 0
+                            }
+                            _ => leads[r][c / 64] >> (c % 64) & 1 != 0,
+                        };
+                        if starts_literal {
                             self.walk(aho_corasick::Anchored::Yes, text, i, to, sink);
                         }
                         i += match b0 {
@@ -726,6 +751,12 @@ impl NonAsciiGates {
 }
 
 /// Offset of the first non-ASCII byte of `text` at or after `from`.
+/// The code point of the three-byte UTF-8 sequence `b0 b1 b2` (lead byte 0xE0..=0xEF): below
+/// 65,536 whatever the continuation bytes hold.
+fn three_byte_char(b0: u8, b1: u8, b2: u8) -> usize {
+    usize::from(b0 & 0x0F) << 12 | usize::from(b1 & 0x3F) << 6 | usize::from(b2 & 0x3F)
+}
+
 pub(crate) fn next_non_ascii(text: &[u8], from: usize) -> Option<usize> {
     next_with_high_bit(text, from, true)
 }
