@@ -184,7 +184,8 @@ impl PatternGuard {
     }
 
     /// The windows split in `threads` runs of consecutive windows, each scanned on its own
-    /// thread (the calling thread's when the OS refuses one). Then, window by window in order,
+    /// thread, the first on the calling thread (which also takes any run the OS refuses a
+    /// thread for). Then, window by window in order,
     /// the views' findings are taken and the decoded segments rescanned, so the decoded-bytes
     /// budget is spent, and duplicates resolved, exactly as by a sequential scan.
     fn find_parallel(&self, text: &str, threads: usize) -> Vec<Finding> {
@@ -211,21 +212,22 @@ impl PatternGuard {
                 .collect()
         };
         let parts: Vec<Vec<Scanned>> = std::thread::scope(|scope| {
-            let spawned: Vec<_> = windows
-                .chunks(per_thread)
+            let mut runs = windows.chunks(per_thread);
+            // The calling thread scans the first run itself (its scratch is warm; one spawn less).
+            let first = runs.next().unwrap_or_default();
+            let spawned: Vec<_> = runs
                 .map(|run| {
                     std::thread::Builder::new()
                         .spawn_scoped(scope, move || scan_run(run))
                         .map_err(|_| run)
                 })
                 .collect();
-            spawned
-                .into_iter()
-                .map(|handle| match handle {
-                    Ok(h) => h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)),
-                    Err(run) => scan_run(run),
-                })
-                .collect()
+            let mut parts = vec![scan_run(first)];
+            parts.extend(spawned.into_iter().map(|handle| match handle {
+                Ok(h) => h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)),
+                Err(run) => scan_run(run),
+            }));
+            parts
         });
         let mut out = Vec::new();
         let mut scratch = self.pool.get();
