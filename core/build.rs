@@ -145,8 +145,9 @@ fn main() {
                         continue;
                     }
                     Some(anchors::Gate::Prefix(l, false)) => (0, l),
-                    Some(anchors::Gate::Inner(l, false)) => (1, l),
-                    Some(anchors::Gate::Inner(l, true)) => (2, l),
+                    Some(anchors::Gate::Inner(l, anchors::Before::Any)) => (1, l),
+                    Some(anchors::Gate::Inner(l, anchors::Before::Boundary)) => (2, l),
+                    Some(anchors::Gate::Inner(l, anchors::Before::Letter)) => (4, l),
                     Some(anchors::Gate::Prefix(l, true)) => (3, l),
                 };
                 let first = gate_ends.len();

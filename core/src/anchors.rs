@@ -15,10 +15,21 @@ pub enum Gate {
     /// flag: the pattern starts with a word boundary (`\b`), so a literal starting with a word
     /// byte occurs in a match only right after a non-word byte.
     Prefix(Vec<Vec<u8>>, bool),
-    /// Every match contains one of these: the pattern runs over the text when one occurs. The
-    /// flag: the piece follows a word boundary (`\b`), so a literal starting with a word byte
-    /// occurs in a match only right after a non-word byte.
-    Inner(Vec<Vec<u8>>, bool),
+    /// Every match contains one of these: the pattern runs over the text when one occurs; what
+    /// every match holds right before the piece.
+    Inner(Vec<Vec<u8>>, Before),
+}
+
+/// What every match holds right before an inner gate piece.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Before {
+    /// Nothing known.
+    Any,
+    /// A word boundary (`\b`): a literal starting with a word byte follows a non-word byte.
+    Boundary,
+    /// An ASCII letter (`[A-Z]{2}` before `\d{2}`): a literal starting with a digit follows a
+    /// letter.
+    Letter,
 }
 
 /// Parse a pattern the way the engine compiles it: Unicode classes off, byte-oriented.
@@ -91,7 +102,18 @@ pub fn gate(hir: &Hir) -> Option<Gate> {
         let cost = gate_cost(&lits, after_boundary(i)) * INNER_PENALTY;
         // Strictly better only: the first piece wins ties (`@` before `.` in an e-mail pattern).
         if best.as_ref().is_none_or(|(c, _)| cost < *c) {
-            best = Some((cost, Gate::Inner(lits.clone(), after_boundary(i))));
+            let before = if after_boundary(i) {
+                Before::Boundary
+            } else if i > 0
+                && last_bytes(&children[i - 1]).is_some_and(|set| {
+                    (0..=255u8).all(|b| !set[usize::from(b)] || b.is_ascii_alphabetic())
+                })
+            {
+                Before::Letter
+            } else {
+                Before::Any
+            };
+            best = Some((cost, Gate::Inner(lits.clone(), before)));
         }
         seen.push(lits);
     }
@@ -621,15 +643,29 @@ mod tests {
     fn a_later_piece_with_the_first_pieces_literals_lends_no_flag() {
         // `split_at_gate` cuts at the first `qzx`, which a word byte may precede.
         let g = gate_of(r"[a-z]+qzx\s+\bqzx");
-        assert!(!matches!(g, Some(Gate::Inner(_, true))), "{g:?}");
+        assert!(
+            !matches!(g, Some(Gate::Inner(_, Before::Boundary))),
+            "{g:?}"
+        );
     }
 
     #[test]
     fn inner_gates_know_a_word_boundary_before_them() {
         let phone = r"(?:^|[^\w(])\(?\b[2-9]\d{2}\)?[\s.\-]\d{3}[\s.\-]\d{4}\b";
-        assert!(matches!(gate_of(phone), Some(Gate::Inner(_, true))));
+        assert!(matches!(
+            gate_of(phone),
+            Some(Gate::Inner(_, Before::Boundary))
+        ));
         let iban = r"\b[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]{4}){2,7}";
-        assert!(matches!(gate_of(iban), Some(Gate::Inner(_, false))));
+        assert!(matches!(
+            gate_of(iban),
+            Some(Gate::Inner(_, Before::Letter))
+        ));
+        let letters_or_digits = r"\b[A-Z0-9]{2}\d{2}(?:[ ]?[A-Z0-9]{4}){2,7}";
+        assert!(matches!(
+            gate_of(letters_or_digits),
+            Some(Gate::Inner(_, Before::Any)) | Some(Gate::Prefix(..))
+        ));
     }
 
     #[test]
@@ -698,7 +734,7 @@ mod tests {
     fn inner_literals_gate_patterns_that_start_with_a_class() {
         assert_eq!(
             gate_of(r"\b[a-z0-9.]{1,64}@[a-z]{2,}\.[a-z]{2,}"),
-            Some(Gate::Inner(vec![b"@".to_vec()], false))
+            Some(Gate::Inner(vec![b"@".to_vec()], Before::Any))
         );
         assert_eq!(gate_of(r"[a-z0-9]{20,}"), None);
     }

@@ -6,7 +6,8 @@ use crate::verdict::{Family, Severity};
 
 /// Gate of one pattern (see `anchors.rs`): (kind, first literal, literal count), `None` when
 /// ungated. Kind 0 is a prefix gate, 1 an inner gate, 2 an inner gate right after a word
-/// boundary, 3 a prefix gate of a pattern that starts with a word boundary. The literals are [`gate_literal`]`(first..first + count)`.
+/// boundary, 3 a prefix gate of a pattern that starts with a word boundary, 4 an inner gate right
+/// after a letter. The literals are [`gate_literal`]`(first..first + count)`.
 pub(crate) type StaticGate = Option<(u8, u32, u32)>;
 
 /// One default rule as build.rs emitted it. `gates[i]` belongs to `regex[i]`.

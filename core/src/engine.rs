@@ -15,9 +15,9 @@ use regex_automata::util::syntax;
 use regex_automata::{hybrid, meta};
 use regex_automata::{Anchored, Input, MatchKind, PatternID, PatternSet};
 
-use crate::anchors::{Follow, Gate};
+use crate::anchors::{Before, Follow, Gate};
 use crate::fold::{fold_pattern, fold_str};
-use crate::gate_dfa::{is_word_byte, GateDfa};
+use crate::gate_dfa::{is_word_byte, Context, GateDfa};
 use crate::rules::{Rule, RuleError, ViewKind};
 use crate::validate::Validator;
 use crate::verdict::{Finding, Span};
@@ -63,9 +63,10 @@ struct Pattern {
     check: Check,
     /// For `Check::Scan` with an inner gate: its literals, to split the pattern at the gate.
     inner_gate: Option<Vec<Vec<u8>>>,
-    /// A word boundary stands right before the gate piece in every match: a gate literal that
-    /// starts with a word byte cannot match after a word byte.
-    word_start: bool,
+    /// What every match holds right before the gate piece (a word boundary, a letter): a gate
+    /// literal that starts with a word byte (a digit) cannot match after a word byte (after
+    /// anything but a letter).
+    before: Before,
     /// The pattern split at its inner gate, built on first use; `None` when it cannot be split.
     split: OnceLock<Option<Box<Split>>>,
     /// Forward-only lazy DFA for anchored checks: the start is known, so no reverse pass. Boxed,
@@ -328,7 +329,10 @@ const SCAN_BIT: u32 = 1 << 31;
 /// The pattern starts with `\b` and the gate literal with a word byte: a hit right after a word
 /// byte cannot match (`in` inside "heating").
 const WORD_START_BIT: u32 = 1 << 30;
-const INDEX_MASK: u32 = WORD_START_BIT - 1;
+/// The gate literal starts with a digit that every match has a letter before: a hit after
+/// anything else cannot match (`35` inside "35761" for `[A-Z]{2}\d{2}`).
+const AFTER_LETTER_BIT: u32 = 1 << 29;
+const INDEX_MASK: u32 = AFTER_LETTER_BIT - 1;
 
 /// A gate literal cut to its leading run of ASCII or of non-ASCII bytes and to `MAX_GATE_BYTES`:
 /// a prefix of a gate is still a gate, short ones keep the automata small, and a literal of
@@ -361,42 +365,52 @@ impl AsciiGates {
         raw: &HashMap<Vec<u8>, Vec<u32>>,
         norm: &HashMap<Vec<u8>, Vec<u32>>,
     ) -> Result<AsciiGates, RuleError> {
-        let mut keys: Vec<&Vec<u8>> = raw.keys().chain(norm.keys()).collect();
-        keys.sort();
-        keys.dedup();
-        let mut literals = Vec::with_capacity(keys.len());
+        // One automaton literal per (bytes, context): targets that need a word start (a letter
+        // before) get a marked literal, which the automaton skips inside words (after anything
+        // else); the others share an unmarked one.
+        let context = |t: u32| {
+            if t & WORD_START_BIT != 0 {
+                Context::WordStart
+            } else if t & AFTER_LETTER_BIT != 0 {
+                Context::AfterLetter
+            } else {
+                Context::Any
+            }
+        };
+        let mut grouped: std::collections::BTreeMap<(&[u8], Context), [Vec<u32>; 2]> =
+            std::collections::BTreeMap::new();
+        for (side, map) in [raw, norm].into_iter().enumerate() {
+            for (k, ts) in map {
+                for &t in ts {
+                    grouped.entry((k.as_slice(), context(t))).or_default()[side].push(t);
+                }
+            }
+        }
+        let mut literals = Vec::with_capacity(grouped.len());
         let mut targets = Vec::new();
-        for k in &keys {
+        let mut lits: Vec<(&[u8], Context)> = Vec::with_capacity(grouped.len());
+        for (&(k, ctx), [raw_ts, norm_ts]) in &grouped {
             let from = targets.len() as u32;
-            targets.extend(raw.get(*k).into_iter().flatten());
+            targets.extend_from_slice(raw_ts);
             let mid = targets.len() as u32;
-            targets.extend(norm.get(*k).into_iter().flatten());
+            targets.extend_from_slice(norm_ts);
             let all_word_start = |ts: &[u32]| ts.iter().all(|t| t & WORD_START_BIT != 0);
             let mut meta = k.len() as u32;
-            if all_word_start(&targets[from as usize..mid as usize]) {
+            if all_word_start(raw_ts) {
                 meta |= RAW_ALL_WORD_START;
             }
-            if all_word_start(&targets[mid as usize..]) {
+            if all_word_start(norm_ts) {
                 meta |= NORM_ALL_WORD_START;
             }
             literals.push([meta, from, mid, targets.len() as u32]);
+            lits.push((k, ctx));
         }
-        // A literal all of whose targets need a word start is marked so: the automaton then
-        // skips its occurrences inside words (most hits of short gates in prose).
-        let lits: Vec<(&[u8], bool)> = keys
-            .iter()
-            .zip(&literals)
-            .map(|(k, &[meta, ..])| {
-                let all = RAW_ALL_WORD_START | NORM_ALL_WORD_START;
-                (k.as_slice(), meta & all == all)
-            })
-            .collect();
         let dfa = GateDfa::new(&lits).map_err(|_| RuleError::Compile {
             message: "gate automaton: too many gate literals".into(),
         })?;
         Ok(AsciiGates {
             dfa,
-            longest: keys.iter().map(|k| k.len()).max().unwrap_or(0),
+            longest: lits.iter().map(|(k, _)| k.len()).max().unwrap_or(0),
             literals,
             targets,
         })
@@ -810,15 +824,15 @@ impl Matcher {
             } else {
                 i as u32
             };
-            let word_start = patterns[i].word_start;
+            let before = patterns[i].before;
             match gate {
                 Some(list) => {
                     for a in list {
                         let a = cut_gate(&a);
-                        let target = if word_start && is_word_byte(a[0]) {
-                            target | WORD_START_BIT
-                        } else {
-                            target
+                        let target = match before {
+                            Before::Boundary if is_word_byte(a[0]) => target | WORD_START_BIT,
+                            Before::Letter if a[0].is_ascii_digit() => target | AFTER_LETTER_BIT,
+                            _ => target,
                         };
                         let map = if a[0].is_ascii() {
                             &mut *ascii
@@ -930,7 +944,9 @@ fn regex_gate(rule: &Rule, i: usize, source: &str) -> Result<Option<Gate>, Strin
                 .collect();
             match kind {
                 0 | 3 => Gate::Prefix(lits, kind == 3),
-                k => Gate::Inner(lits, k == 2),
+                2 => Gate::Inner(lits, Before::Boundary),
+                4 => Gate::Inner(lits, Before::Letter),
+                _ => Gate::Inner(lits, Before::Any),
             }
         }));
     }
@@ -952,10 +968,17 @@ impl RuleSet {
                     id: rule.id.clone(),
                     message,
                 })?;
-                let (check, lits, word_start) = match gate {
-                    Some(Gate::Prefix(l, word_start)) => (Check::Anchored, Some(l), word_start),
-                    Some(Gate::Inner(l, after_boundary)) => (Check::Scan, Some(l), after_boundary),
-                    None => (Check::Scan, None, false),
+                let (check, lits, before) = match gate {
+                    Some(Gate::Prefix(l, word_start)) => {
+                        let before = if word_start {
+                            Before::Boundary
+                        } else {
+                            Before::Any
+                        };
+                        (Check::Anchored, Some(l), before)
+                    }
+                    Some(Gate::Inner(l, before)) => (Check::Scan, Some(l), before),
+                    None => (Check::Scan, None, Before::Any),
                 };
                 let inner_gate = match check {
                     Check::Scan => lits.clone(),
@@ -967,7 +990,7 @@ impl RuleSet {
                     source,
                     check,
                     inner_gate,
-                    word_start,
+                    before,
                     split: OnceLock::new(),
                     fwd: OnceLock::new(),
                     single: OnceLock::new(),
@@ -1004,7 +1027,7 @@ impl RuleSet {
                     source,
                     check: Check::Exact(exact),
                     inner_gate: None,
-                    word_start: false,
+                    before: Before::Any,
                     split: OnceLock::new(),
                     fwd: OnceLock::new(),
                     single: OnceLock::new(),

@@ -2,24 +2,47 @@
 //! at each position. Built here rather than taken from `aho-corasick` for three costs paid per
 //! byte of every scan: the walk is one table load per byte with match states flagged in the
 //! transition itself; a match state's literals are a slice lookup; and a literal can be marked
-//! "word start only", so that `in` of `\bin\s+reverse` does not stop the walk inside "within".
+//! "word start only" or "after a letter only", so that `in` of `\bin\s+reverse` does not stop
+//! the walk inside "within", nor `35` of `[A-Z]{2}\d{2}` inside "35761".
 //!
-//! Word-start literals work as if the text had a marker symbol before every word byte that
-//! follows a non-word byte (or starts the text): a marked literal is the marker followed by its
-//! bytes, and every literal gets the marker wherever its own bytes go from non-word to word. The
-//! text is never rewritten: each state knows whether the byte that led to it was a word byte
-//! (its trie label; the root is split in two for that), so the marker step is folded into the
-//! byte transitions when the table is built.
+//! Marked literals work as if the text had a marker symbol before every word byte that follows
+//! a non-word byte (or starts the text), and another before every digit that follows a letter: a
+//! marked literal is its marker followed by its bytes, and every literal gets the markers
+//! wherever its own bytes call for them. The text is never rewritten: each state knows the kind
+//! of the byte that led to it (its trie label; the root is split in three for that), so the
+//! marker steps are folded into the byte transitions when the table is built.
 
 /// Set in a transition when the state it leads to ends at least one literal.
 const MATCH: u32 = 1 << 31;
 
-/// Class of the bytes no literal holds that are not word bytes.
-const OTHER: u8 = 0;
-/// Class of the word bytes no literal holds.
-const OTHER_WORD: u8 = 1;
-/// The marker symbol before a word byte at a word start; no byte has this class.
-const MARK: u8 = 2;
+/// Where a literal may occur, by the byte before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum Context {
+    /// Anywhere.
+    Any,
+    /// Only at a word start: after a non-word byte or at the start of the text (a literal that
+    /// starts with a word byte).
+    WordStart,
+    /// Only right after an ASCII letter (a literal that starts with a digit: the `\d{2}` of
+    /// `[A-Z]{2}\d{2}`, which would otherwise fire inside every number).
+    AfterLetter,
+}
+
+/// What the byte before a position is, as far as [`Context`] cares.
+const NON_WORD: u8 = 0;
+const LETTER: u8 = 1;
+/// A digit or `_`.
+const OTHER_WORD: u8 = 2;
+
+fn kind(b: u8) -> u8 {
+    if b.is_ascii_alphabetic() {
+        LETTER
+    } else if is_word_byte(b) {
+        OTHER_WORD
+    } else {
+        NON_WORD
+    }
+}
 
 /// A word byte for `\b` as the engine compiles it (Unicode off: ASCII letters, digits, `_`).
 pub(crate) fn is_word_byte(b: u8) -> bool {
@@ -28,8 +51,8 @@ pub(crate) fn is_word_byte(b: u8) -> bool {
 
 /// An Aho-Corasick DFA over a set of literals (non-empty, at most a few bytes each).
 pub(crate) struct GateDfa {
-    /// Byte to class: each byte some literal holds has its own class, every other byte `OTHER`
-    /// or `OTHER_WORD`.
+    /// Byte to class: each byte some literal holds has its own class, the others one per group
+    /// of bytes alike for the markers (non-word, letter, digit, `_`).
     classes: [u8; 256],
     /// log2 of the row length (classes rounded up to a power of two).
     stride2: u32,
@@ -50,62 +73,87 @@ pub(crate) struct GateState(u32);
 pub(crate) struct TooLarge;
 
 impl GateDfa {
-    /// The automaton for `literals`: non-empty byte strings, each with whether it may only
-    /// match at a word start (right after a non-word byte or at the start of the text).
-    pub(crate) fn new(literals: &[(&[u8], bool)]) -> Result<GateDfa, TooLarge> {
-        let mut classes = [OTHER; 256];
-        for (b, c) in classes.iter_mut().enumerate() {
-            if is_word_byte(b as u8) {
-                *c = OTHER_WORD;
-            }
-        }
-        let mut word = vec![false, true, false];
+    /// The automaton for `literals`: non-empty byte strings, each with where it may occur.
+    pub(crate) fn new(literals: &[(&[u8], Context)]) -> Result<GateDfa, TooLarge> {
+        // Byte classes: each byte some literal holds has its own; the others share one per
+        // (kind, digit) group, so the marker rules below hold for a whole class alike.
+        const UNSET: u8 = u8::MAX;
+        let mut classes = [UNSET; 256];
+        let mut members: Vec<u8> = Vec::new();
         for (lit, _) in literals {
             for &b in *lit {
-                if classes[usize::from(b)] <= MARK {
-                    if word.len() == 256 {
+                if classes[usize::from(b)] == UNSET {
+                    if members.len() == 250 {
                         return Err(TooLarge);
                     }
-                    classes[usize::from(b)] = word.len() as u8;
-                    word.push(is_word_byte(b));
+                    classes[usize::from(b)] = members.len() as u8;
+                    members.push(b);
                 }
             }
         }
-        let n_classes = word.len();
+        let group = |b: u8| (kind(b), b.is_ascii_digit());
+        let mut groups: Vec<((u8, bool), u8)> = Vec::new();
+        for b in 0..=255u8 {
+            if classes[usize::from(b)] != UNSET {
+                continue;
+            }
+            let class = match groups.iter().find(|(g, _)| *g == group(b)) {
+                Some(&(_, c)) => c,
+                None => {
+                    let c = members.len() as u8;
+                    members.push(b);
+                    groups.push((group(b), c));
+                    c
+                }
+            };
+            classes[usize::from(b)] = class;
+        }
+        // A class's properties are its first member's (all its members share them).
+        let word: Vec<bool> = members.iter().map(|&b| is_word_byte(b)).collect();
+        let letter: Vec<bool> = members.iter().map(|&b| b.is_ascii_alphabetic()).collect();
+        let digit: Vec<bool> = members.iter().map(|&b| b.is_ascii_digit()).collect();
+        let n_classes = members.len();
+        // The markers are symbols of the trie only: no byte has their class.
+        let (mark, mark_letter) = (n_classes as u8, n_classes as u8 + 1);
+        let stride = (n_classes + 2).next_power_of_two();
         let stride2 = n_classes.next_power_of_two().trailing_zeros();
-        let stride = 1usize << stride2;
 
-        // Each literal as symbols: its bytes' classes with the marker before word starts.
+        // Each literal as symbols: its bytes' classes, with `mark` before a word byte after a
+        // non-word byte and `mark_letter` before a digit after a letter, the literal's first
+        // byte marked by its context.
         let symbols: Vec<Vec<u8>> = literals
             .iter()
-            .map(|&(lit, word_start)| {
+            .map(|&(lit, context)| {
                 let mut out = Vec::with_capacity(lit.len() + 2);
                 for (i, &b) in lit.iter().enumerate() {
-                    let starts_word = if i == 0 {
-                        word_start
+                    let before = if i == 0 {
+                        match context {
+                            Context::Any => None,
+                            Context::WordStart => Some(NON_WORD),
+                            Context::AfterLetter => Some(LETTER),
+                        }
                     } else {
-                        !is_word_byte(lit[i - 1])
+                        Some(kind(lit[i - 1]))
                     };
-                    if is_word_byte(b) && starts_word {
-                        out.push(MARK);
+                    if is_word_byte(b) && before == Some(NON_WORD) {
+                        out.push(mark);
+                    } else if b.is_ascii_digit() && before == Some(LETTER) {
+                        out.push(mark_letter);
                     }
                     out.push(classes[usize::from(b)]);
                 }
                 out
             })
             .collect();
-        let nodes = 2 + symbols.iter().map(Vec::len).sum::<usize>();
-        if nodes
-            .checked_mul(stride)
-            .is_none_or(|n| n >= MATCH as usize)
-        {
+        let nodes = 3 + symbols.iter().map(Vec::len).sum::<usize>();
+        if nodes >= (MATCH >> stride2) as usize || nodes.checked_mul(stride).is_none() {
             return Err(TooLarge);
         }
 
         // The trie: `goto[s * stride + c]` is the child (0: none, as the root is nobody's
         // child); `label[s]` the class of the edge into `s`.
         let mut goto = vec![0u32; stride];
-        let mut label = vec![OTHER];
+        let mut label = vec![0u8];
         let mut ends_of: Vec<Vec<u32>> = vec![Vec::new()];
         for (i, lit) in symbols.iter().enumerate() {
             let mut s = 0usize;
@@ -147,39 +195,48 @@ impl GateDfa {
             }
         }
 
-        // Byte transitions, the marker step folded in. The root is reached by a non-word byte
-        // and is the start; a second root, reached by a word byte, puts no marker before the
-        // next word byte. States are numbered breadth first (the roots, then shallow states, are
-        // where prose spends its time: their rows share cache lines), leaving out the states
-        // right after a marker, which no byte leads to.
-        let root_after_word = states;
-        let mut id = vec![u32::MAX; states + 1];
-        let mut old_of = vec![0, root_after_word];
+        // Byte transitions, the marker steps folded in. Each state knows the kind of the byte
+        // that led to it (its label), except the root: it is split in three, by the kind of the
+        // byte that led back to it; the plain root (after a non-word byte) is the start. States
+        // are numbered breadth first (the roots, then shallow states, are where prose spends its
+        // time: their rows share cache lines), leaving out the states right after a marker,
+        // which no byte leads to.
+        let (root_letter, root_word) = (states, states + 1);
+        let root_of = |c: usize| match (word[c], letter[c]) {
+            (false, _) => 0,
+            (true, true) => root_letter,
+            (true, false) => root_word,
+        };
+        let mut id = vec![u32::MAX; states + 2];
+        let mut old_of = vec![0, root_letter, root_word];
         old_of.extend(
             order
                 .iter()
                 .map(|&u| u as usize)
-                .filter(|&u| label[u] != MARK),
+                .filter(|&u| label[u] != mark && label[u] != mark_letter),
         );
         for (new, &old) in old_of.iter().enumerate() {
             id[old] = new as u32;
         }
         let mut table = vec![0u32; old_of.len() << stride2];
         for (new, &s) in old_of.iter().enumerate() {
-            let (from, after_word) = if s == root_after_word {
-                (0, true)
-            } else {
-                (s, s != 0 && word[usize::from(label[s])])
+            let (from, before) = match s {
+                _ if s == root_letter => (0, LETTER),
+                _ if s == root_word => (0, OTHER_WORD),
+                0 => (0, NON_WORD),
+                _ => (s, kind(members[usize::from(label[s])])),
             };
-            for c in (0..n_classes).filter(|&c| c != usize::from(MARK)) {
-                let mut t = if word[c] && !after_word {
-                    let marked = goto[from * stride + usize::from(MARK)] as usize;
-                    goto[marked * stride + c] as usize
+            let via = |m: u8| goto[from * stride + usize::from(m)] as usize;
+            for c in 0..n_classes {
+                let mut t = if word[c] && before == NON_WORD {
+                    goto[via(mark) * stride + c] as usize
+                } else if digit[c] && before == LETTER {
+                    goto[via(mark_letter) * stride + c] as usize
                 } else {
                     goto[from * stride + c] as usize
                 };
-                if t == 0 && word[c] {
-                    t = root_after_word;
+                if t == 0 {
+                    t = root_of(c);
                 }
                 let flag = match ends_of.get(t) {
                     Some(e) if !e.is_empty() => MATCH,
@@ -188,7 +245,7 @@ impl GateDfa {
                 table[(new << stride2) + c] = (id[t] << stride2) | flag;
             }
         }
-        ends_of.push(Vec::new());
+        ends_of.extend([Vec::new(), Vec::new()]);
         let mut ends_at = Vec::with_capacity(old_of.len() + 1);
         let mut ends = Vec::new();
         for &old in &old_of {
@@ -281,7 +338,7 @@ impl GateDfa {
 
 #[cfg(test)]
 mod tests {
-    use super::{is_word_byte, GateDfa};
+    use super::{is_word_byte, Context, GateDfa};
 
     /// Every (end position, literal) the automaton reports from `from`, in order.
     fn all_ends(dfa: &GateDfa, text: &[u8]) -> Vec<(usize, u32)> {
@@ -296,18 +353,22 @@ mod tests {
         }
     }
 
-    fn naive(literals: &[(&[u8], bool)], text: &[u8]) -> Vec<(usize, u32)> {
+    fn naive(literals: &[(&[u8], Context)], text: &[u8]) -> Vec<(usize, u32)> {
         let mut out = Vec::new();
         for end in 1..=text.len() {
-            for (i, (l, word_start)) in literals.iter().enumerate() {
+            for (i, (l, context)) in literals.iter().enumerate() {
                 if !text[..end].ends_with(l) {
                     continue;
                 }
-                let start = end - l.len();
-                if *word_start && start > 0 && is_word_byte(text[start - 1]) {
-                    continue;
+                let before = (end > l.len()).then(|| text[end - l.len() - 1]);
+                let fits = match context {
+                    Context::Any => true,
+                    Context::WordStart => before.is_none_or(|b| !is_word_byte(b)),
+                    Context::AfterLetter => before.is_some_and(|b| b.is_ascii_alphabetic()),
+                };
+                if fits {
+                    out.push((end, i as u32));
                 }
-                out.push((end, i as u32));
             }
         }
         out
@@ -315,19 +376,24 @@ mod tests {
 
     #[test]
     fn reports_every_occurrence_like_a_naive_search() {
-        let literals: &[(&[u8], bool)] = &[
-            (b"he", false),
-            (b"she", true),
-            (b"his", true),
-            (b"hers", false),
-            (b"e", false),
-            (b"in", true),
-            (b"ing", false),
-            (b"<|", false),
-            (b"aaa", true),
-            (b"p.s", true),
-            (b" in", false),
-            (b"1", true),
+        use Context::{AfterLetter, Any, WordStart};
+        let literals: &[(&[u8], Context)] = &[
+            (b"he", Any),
+            (b"she", WordStart),
+            (b"his", WordStart),
+            (b"hers", Any),
+            (b"e", Any),
+            (b"in", WordStart),
+            (b"ing", Any),
+            (b"<|", Any),
+            (b"aaa", WordStart),
+            (b"p.s", WordStart),
+            (b" in", Any),
+            (b"1", WordStart),
+            (b"35", AfterLetter),
+            (b"57", Any),
+            (b"a3", Any),
+            (b"61", WordStart),
         ];
         for text in [
             &b"ushers and his shoe"[..],
@@ -335,7 +401,7 @@ mod tests {
             b"aaaaa",
             b"sing <|im_start|> ing in within p.s. xp.s",
             b"\xff\x00hehe",
-            b"Ref 35761 and 1 2 x1",
+            b"Ref 35761 and 1 2 x1 GB35 gb357 _35 a3561",
         ] {
             let dfa = GateDfa::new(literals).unwrap();
             assert_eq!(all_ends(&dfa, text), naive(literals, text), "{:?}", text);
@@ -345,12 +411,22 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn agrees_with_naive_search(
-            literals in proptest::collection::vec(("[ab1 .<]{1,4}", proptest::bool::ANY), 1..12),
-            text in "[ab1 .<d_]{0,64}",
+            literals in proptest::collection::vec(("[ab12 .<_]{1,4}", 0..3u8), 1..12),
+            text in "[ab12 .<d_C9]{0,64}",
         ) {
-            let lits: Vec<(&[u8], bool)> = literals
+            // Contexts as the engine gives them: word start for a word byte, after a letter for
+            // a digit; anything else is `Any`.
+            let lits: Vec<(&[u8], Context)> = literals
                 .iter()
-                .map(|(l, w)| (l.as_bytes(), *w && is_word_byte(l.as_bytes()[0])))
+                .map(|(l, c)| {
+                    let b = l.as_bytes()[0];
+                    let context = match c {
+                        1 if is_word_byte(b) => Context::WordStart,
+                        2 if b.is_ascii_digit() => Context::AfterLetter,
+                        _ => Context::Any,
+                    };
+                    (l.as_bytes(), context)
+                })
                 .collect();
             let dfa = GateDfa::new(&lits).unwrap();
             proptest::prop_assert_eq!(all_ends(&dfa, text.as_bytes()), naive(&lits, text.as_bytes()));
