@@ -115,7 +115,9 @@ impl GateDfa {
         let n_classes = members.len();
         // The markers are symbols of the trie only: no byte has their class.
         let (mark, mark_letter) = (n_classes as u8, n_classes as u8 + 1);
-        let stride = (n_classes + 2).next_power_of_two();
+        // The trie's rows hold the byte classes and the two markers; it is a build-time table
+        // (not a power of two: its size is the scan's peak memory, the walk never reads it).
+        let stride = n_classes + 2;
         let stride2 = n_classes.next_power_of_two().trailing_zeros();
 
         // Each literal as symbols: its bytes' classes, with `mark` before a word byte after a
