@@ -816,6 +816,11 @@ impl Matcher {
         gates: Vec<GateLiterals>,
         ascii: &mut HashMap<Vec<u8>, Vec<u32>>,
     ) -> Result<Matcher, RuleError> {
+        if patterns.len() > INDEX_MASK as usize {
+            return Err(RuleError::Compile {
+                message: format!("{} patterns: at most {INDEX_MASK}", patterns.len()),
+            });
+        }
         let mut other: HashMap<Vec<u8>, Vec<u32>> = HashMap::new();
         let mut unanchored_ids = Vec::new();
         for (i, gate) in gates.into_iter().enumerate() {

@@ -24,7 +24,9 @@ pub(crate) enum Context {
     /// starts with a word byte).
     WordStart,
     /// Only right after an ASCII letter (a literal that starts with a digit: the `\d{2}` of
-    /// `[A-Z]{2}\d{2}`, which would otherwise fire inside every number).
+    /// `[A-Z]{2}\d{2}`, which would otherwise fire inside every number). Never at the start of
+    /// the text: sound while every text searched is the one whose hits drive the check (a match
+    /// needs its letter inside it), as for windows and views today.
     AfterLetter,
 }
 
