@@ -441,37 +441,19 @@ impl AsciiGates {
                 let [meta, from, mid, to] = self.literals[lit as usize];
                 let len = (meta & LITERAL_LEN_MASK) as usize;
                 let start = at - len;
-                let after_word = start > 0 && is_word_byte(text[start - 1]);
+                // A target that needs a word start is on a word-start literal, which the
+                // automaton reports only after a non-word byte: no hit here needs a word check.
                 if let (Some(sink), true) = (raw.as_mut(), from < mid) {
-                    let all_word_start = meta & RAW_ALL_WORD_START != 0;
                     let located = match &raw_of {
-                        None => Some((start, after_word)),
-                        // The view's byte before is the raw one: no raw lookup needed.
-                        Some(r) if after_word && all_word_start && r.same_byte_before(start) => {
-                            None
-                        }
+                        None => Some(start),
                         Some(r) => r.locate(&text[start..at], start),
                     };
-                    if let Some((rs, after_word)) = located {
-                        if !(after_word && all_word_start) {
-                            sink.push_all(
-                                &self.targets[from as usize..mid as usize],
-                                rs,
-                                len,
-                                after_word,
-                            );
-                        }
+                    if let Some(rs) = located {
+                        sink.push_all(&self.targets[from as usize..mid as usize], rs, len);
                     }
                 }
                 if let (Some(sink), true) = (norm.as_mut(), mid < to) {
-                    if !(after_word && meta & NORM_ALL_WORD_START != 0) {
-                        sink.push_all(
-                            &self.targets[mid as usize..to as usize],
-                            start,
-                            len,
-                            after_word,
-                        );
-                    }
+                    sink.push_all(&self.targets[mid as usize..to as usize], start, len);
                 }
             }
             if at == text.len() {
@@ -516,8 +498,8 @@ impl AsciiGates {
                     if meta & MARKED != MARKED || lo == mid || at - len != v {
                         continue;
                     }
-                    if let Some((rs, false)) = r.locate(&text[v..at], v) {
-                        sink.push_all(&self.targets[lo as usize..mid as usize], rs, len, false);
+                    if let Some(rs) = r.locate(&text[v..at], v) {
+                        sink.push_all(&self.targets[lo as usize..mid as usize], rs, len);
                     }
                 }
             }
@@ -543,12 +525,8 @@ struct Sink<'a> {
 impl Sink<'_> {
     /// Push the hit at `start` (`len` bytes) for each of `targets` that may match there.
     #[inline]
-    fn push_all(&mut self, targets: &[u32], start: usize, len: usize, after_word: bool) {
-        let skip = if after_word { WORD_START_BIT } else { 0 };
+    fn push_all(&mut self, targets: &[u32], start: usize, len: usize) {
         for &t in targets {
-            if t & skip != 0 {
-                continue;
-            }
             if let Some((m, text)) = self.filter {
                 // The gate literal's own bytes are ones its patterns may start with.
                 if !m.may_match(t, text, start, len) {
@@ -572,11 +550,11 @@ struct RawOf<'a> {
 }
 
 impl RawOf<'_> {
-    /// Raw offset of the view occurrence of `lit` at `start`, and whether a word byte precedes it
-    /// (from the raw byte before it, which the view may have changed), or `None` when the raw
-    /// text does not hold `lit` there.
+    /// Raw offset of the view occurrence of `lit` at `start`, or `None` when the raw text does
+    /// not hold `lit` there. The raw byte before is a non-word byte whenever the view's is: the
+    /// view keeps ASCII bytes as they are (lowercased) and turns no non-word byte into a word one.
     #[inline]
-    fn locate(&self, lit: &[u8], start: usize) -> Option<(usize, bool)> {
+    fn locate(&self, lit: &[u8], start: usize) -> Option<usize> {
         let (from, to) = self.spans[start];
         let from = from as usize;
         if to as usize != from + 1 {
@@ -586,15 +564,7 @@ impl RawOf<'_> {
         if !raw.eq_ignore_ascii_case(lit) {
             return None;
         }
-        Some((from, from > 0 && is_word_byte(self.raw[from - 1])))
-    }
-
-    /// Whether the view byte before `start` is the raw byte before the raw bytes of `start`
-    /// (lowercased), so both are word bytes or neither.
-    #[inline]
-    fn same_byte_before(&self, start: usize) -> bool {
-        let (from, to) = self.spans[start - 1];
-        to == from + 1 && to == self.spans[start].0
+        Some(from)
     }
 }
 
@@ -757,7 +727,7 @@ impl NonAsciiGates {
                     let p = nfa.match_pattern(sid, k);
                     let (a, b) = self.ranges[p.as_usize()];
                     let len = nfa.pattern_len(p);
-                    sink.push_all(&self.targets[a as usize..b as usize], end - len, len, false);
+                    sink.push_all(&self.targets[a as usize..b as usize], end - len, len);
                 }
             }
         }
