@@ -68,6 +68,60 @@ pub(crate) fn keep_whole(c: char) -> bool {
     ('\u{AC00}'..='\u{D7A3}').contains(&c)
 }
 
+/// What the normalized view makes of one non-ASCII char when that is at most one char: the
+/// normalizer's table-driven fast path (`fold_table`) for common accented, Cyrillic, Greek and
+/// full-width text. Anything else (look-alikes, which depend on the word, and multi-char results)
+/// is `Slow`: the normalizer takes its general path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OneFold {
+    /// Needs the general path.
+    Slow,
+    /// Leaves nothing and does not end the word (invisible, or only combining marks).
+    Drop,
+    /// A letter or digit, lowercased; `ascii` when it folded to ASCII (the word counts as Latin).
+    Word { out: char, ascii: bool },
+    /// Any other char: it ends the current word, then is kept (lowercased).
+    Break(char),
+}
+
+/// The fold of a non-ASCII `c` outside look-alike folding, as [`OneFold`].
+// The build script tabulates it (`fold_table`); the library reads the table, tests check both.
+#[cfg_attr(not(test), allow(dead_code))]
+pub fn fold_one(c: char) -> OneFold {
+    if c.is_ascii() || keep_whole(c) {
+        return OneFold::Slow;
+    }
+    if is_invisible(c) {
+        return OneFold::Drop;
+    }
+    if confusable(c).is_some() {
+        return OneFold::Slow;
+    }
+    let mut kept = Vec::new();
+    decompose_compatible(c, |d| {
+        if !is_combining_mark(d) {
+            kept.push(latin_variant(d).unwrap_or(d));
+        }
+    });
+    let d = match kept[..] {
+        [] => return OneFold::Drop,
+        [d] => d,
+        _ => return OneFold::Slow,
+    };
+    let mut lower = d.to_lowercase();
+    let (Some(out), None) = (lower.next(), lower.next()) else {
+        return OneFold::Slow;
+    };
+    if d.is_alphanumeric() {
+        OneFold::Word {
+            out,
+            ascii: d.is_ascii(),
+        }
+    } else {
+        OneFold::Break(out)
+    }
+}
+
 /// Normalize one char as the normalized view does, without word context (used for rule literals).
 pub fn fold_char(c: char, mut emit: impl FnMut(char)) {
     if is_invisible(c) {

@@ -20,6 +20,7 @@ mod embed;
 mod engine;
 mod firewall;
 mod fold;
+mod fold_table;
 mod gate_dfa;
 mod govern;
 mod guard;

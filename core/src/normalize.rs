@@ -3,7 +3,8 @@
 
 use unicode_normalization::char::{decompose_compatible, is_combining_mark};
 
-use crate::fold::{confusable, is_invisible, keep_whole, latin_variant};
+use crate::fold::{confusable, is_invisible, keep_whole, latin_variant, OneFold};
+use crate::fold_table;
 
 use crate::view::{Mapping, View};
 
@@ -20,6 +21,12 @@ struct WordState {
 
 /// Normalize `src` (a window starting at original offset `base`) into `out`.
 pub(crate) fn normalize_into(src: &str, base: usize, out: &mut View) {
+    normalize_with::<true>(src, base, out);
+}
+
+/// `normalize_into`, with `TABLE` false taking the general path for every non-ASCII char (the
+/// reference the table is tested against).
+fn normalize_with<const TABLE: bool>(src: &str, base: usize, out: &mut View) {
     if src.is_ascii() {
         out.clear(Mapping::Identity { base });
         out.text
@@ -36,6 +43,15 @@ pub(crate) fn normalize_into(src: &str, base: usize, out: &mut View) {
         if bytes[i].is_ascii() && word.confusables.is_empty() {
             i = push_ascii_run(bytes, i, out, &mut word);
             continue;
+        }
+        if TABLE {
+            let end = kept_whole_run(bytes, i);
+            if end > i {
+                push_kept_run(out, bytes, i, end);
+                word.has_other_script = true;
+                i = end;
+                continue;
+            }
         }
         let Some(c) = src[i..].chars().next() else {
             break;
@@ -56,10 +72,27 @@ pub(crate) fn normalize_into(src: &str, base: usize, out: &mut View) {
         }
         // CJK unified ideographs are letters without decomposition or case, neither invisible
         // nor look-alikes: the same result as the tables below, without the lookups.
-        if keep_whole(c) || ('\u{4E00}'..='\u{9FFF}').contains(&c) {
+        if ('\u{4E00}'..='\u{9FFF}').contains(&c) || keep_whole(c) {
             word.has_other_script = true;
             out.push_char(c, from, to);
             continue;
+        }
+        if TABLE {
+            match fold_table::lookup(c) {
+                OneFold::Slow => {}
+                OneFold::Drop => continue,
+                OneFold::Word { out: l, ascii } => {
+                    word.has_latin |= ascii;
+                    word.has_other_script |= !ascii;
+                    out.push_char(l, from, to);
+                    continue;
+                }
+                OneFold::Break(l) => {
+                    end_word(out, &mut word);
+                    out.push_char(l, from, to);
+                    continue;
+                }
+            }
         }
         if is_invisible(c) {
             continue;
@@ -115,6 +148,34 @@ fn push_ascii_run(bytes: &[u8], from: usize, out: &mut View, word: &mut WordStat
         None => word.has_latin |= run.iter().any(u8::is_ascii_alphabetic),
     }
     end
+}
+
+/// End of the run of CJK ideographs (U+4E00..=U+9FFF) and Hangul syllables at `from`: letters of
+/// another script that normalization keeps as they are (no decomposition, no case, not invisible,
+/// no look-alikes), the bulk of CJK and Korean prose.
+fn kept_whole_run(bytes: &[u8], from: usize) -> usize {
+    let mut i = from;
+    while let Some(&[b0, b1, b2]) = bytes.get(i..i + 3) {
+        // Lead bytes E4..=E9 hold U+4000..=U+9FFF, EA..=ED U+A000..=U+DFFF.
+        if !(0xE4..=0xED).contains(&b0) {
+            break;
+        }
+        let c = u32::from(b0 & 0x0F) << 12 | u32::from(b1 & 0x3F) << 6 | u32::from(b2 & 0x3F);
+        if !((0x4E00..=0x9FFF).contains(&c) || (0xAC00..=0xD7A3).contains(&c)) {
+            break;
+        }
+        i += 3;
+    }
+    i
+}
+
+/// Copy the kept-whole run `bytes[from..to]` (three-byte chars), each byte mapped to its char.
+fn push_kept_run(out: &mut View, bytes: &[u8], from: usize, to: usize) {
+    out.text.extend_from_slice(&bytes[from..to]);
+    out.spans.reserve(to - from);
+    for k in (from as u32..to as u32).step_by(3) {
+        out.spans.extend_from_slice(&[(k, k + 3); 3]);
+    }
 }
 
 /// Close the current word: fold its look-alikes if it mixes Latin with them, or consists only of them.
@@ -208,6 +269,30 @@ mod tests {
         let m = t.find("me").unwrap();
         let span = v.original(m, m + 2);
         assert_eq!(&src[span.start..span.end], "me");
+    }
+
+    #[test]
+    fn table_path_equals_general_path() {
+        let chars = crate::fold_table::FOLD_RANGES
+            .iter()
+            .flat_map(|&(lo, hi, _)| lo..hi)
+            .filter_map(char::from_u32);
+        for c in chars {
+            for text in [
+                format!("{c}"),
+                format!("a{c}b {c}1"),
+                format!("x\u{0430}{c}y z"),
+                format!("\u{0430}{c}\u{043E} {c}{c}"),
+                format!("Ж{c}p. {c}\u{0435}"),
+                format!("{c}我们{c}한국어{c}\u{9FFF}\u{A000}"),
+            ] {
+                let (mut fast, mut slow) = (View::default(), View::default());
+                normalize_with::<true>(&text, 3, &mut fast);
+                normalize_with::<false>(&text, 3, &mut slow);
+                assert_eq!(fast.text, slow.text, "{text:?}");
+                assert_eq!(fast.spans, slow.spans, "{text:?}");
+            }
+        }
     }
 
     #[test]
