@@ -311,6 +311,41 @@ impl GateDfa {
         (at, GateState(state))
     }
 
+    /// [`GateDfa::next_match`] for two walks at once, `a` over `ta` and `b` over `tb`, in
+    /// lockstep: each step waits on the table load of the one before, so two independent walks
+    /// take about the time of one. Returns both walks' positions and states when either reaches
+    /// a position after which literals end (its state flagged, the other's as it stands), or
+    /// when either text ends.
+    #[inline(never)]
+    pub(crate) fn next_match2(
+        &self,
+        ta: &[u8],
+        a: (usize, GateState),
+        tb: &[u8],
+        b: (usize, GateState),
+    ) -> ((usize, GateState), (usize, GateState)) {
+        let (mut i, mut j) = (a.0, b.0);
+        let (mut sa, mut sb) = (a.1 .0 & !MATCH, b.1 .0 & !MATCH);
+        assert!(
+            (sa as usize) < self.table.len() && (sb as usize) < self.table.len(),
+            "a state of another automaton"
+        );
+        let steps = (ta.len().saturating_sub(i)).min(tb.len().saturating_sub(j));
+        let (ta, tb) = (&ta[i..i + steps], &tb[j..j + steps]);
+        for (&x, &y) in ta.iter().zip(tb) {
+            let na = self.step(sa, x);
+            let nb = self.step(sb, y);
+            i += 1;
+            j += 1;
+            sa = na & !MATCH;
+            sb = nb & !MATCH;
+            if (na | nb) & MATCH != 0 {
+                return ((i, GateState(na)), (j, GateState(nb)));
+            }
+        }
+        ((i, GateState(sa)), (j, GateState(sb)))
+    }
+
     /// The transition from `state` (a premultiplied row, unflagged) on byte `b`.
     #[inline(always)]
     fn step(&self, state: u32, b: u8) -> u32 {
