@@ -324,26 +324,23 @@ impl GateDfa {
         tb: &[u8],
         b: (usize, GateState),
     ) -> ((usize, GateState), (usize, GateState)) {
-        let (mut i, mut j) = (a.0, b.0);
         let (mut sa, mut sb) = (a.1 .0 & !MATCH, b.1 .0 & !MATCH);
         assert!(
             (sa as usize) < self.table.len() && (sb as usize) < self.table.len(),
             "a state of another automaton"
         );
-        let steps = (ta.len().saturating_sub(i)).min(tb.len().saturating_sub(j));
-        let (ta, tb) = (&ta[i..i + steps], &tb[j..j + steps]);
-        for (&x, &y) in ta.iter().zip(tb) {
-            let na = self.step(sa, x);
-            let nb = self.step(sb, y);
-            i += 1;
-            j += 1;
+        let steps = (ta.len().saturating_sub(a.0)).min(tb.len().saturating_sub(b.0));
+        let (ta, tb) = (&ta[a.0..a.0 + steps], &tb[b.0..b.0 + steps]);
+        for k in 0..steps {
+            let na = self.step(sa, ta[k]);
+            let nb = self.step(sb, tb[k]);
             sa = na & !MATCH;
             sb = nb & !MATCH;
             if (na | nb) & MATCH != 0 {
-                return ((i, GateState(na)), (j, GateState(nb)));
+                return ((a.0 + k + 1, GateState(na)), (b.0 + k + 1, GateState(nb)));
             }
         }
-        ((i, GateState(sa)), (j, GateState(sb)))
+        ((a.0 + steps, GateState(sa)), (b.0 + steps, GateState(sb)))
     }
 
     /// The transition from `state` (a premultiplied row, unflagged) on byte `b`.
