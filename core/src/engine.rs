@@ -481,7 +481,7 @@ impl AsciiGates {
     }
 
     /// Pushes the candidates of the literals that end at `at` (the automaton in `state` there).
-    #[inline]
+    #[inline(always)]
     fn report(
         &self,
         text: &[u8],
