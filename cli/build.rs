@@ -20,6 +20,13 @@ fn main() {
         let lib = std::path::Path::new(&root).join("lib");
         let lib = lib.canonicalize().unwrap_or(lib);
         println!("cargo:rustc-link-arg-bins=-Wl,-rpath,{}", lib.display());
+        // See guards-torch/build.rs: without this, `--as-needed` drops libtorch_cuda.so and a
+        // CUDA libtorch reports no GPU.
+        if lib.join("libtorch_cuda.so").exists() {
+            println!(
+                "cargo:rustc-link-arg-bins=-Wl,--push-state,--no-as-needed,-ltorch_cuda,--pop-state"
+            );
+        }
     }
     println!("cargo:rustc-link-arg-bins=-Wl,-rpath,$ORIGIN/libtorch/lib");
 }

@@ -4,7 +4,8 @@
 //!   links against the wrong C++ API and fails later with a far less clear message, so its
 //!   `version.h` is checked here first (`LIBTORCH_BYPASS_VERSION_CHECK` skips it, as in torch-sys).
 //! - A run path to `$LIBTORCH/lib` for this crate's own tests, examples and benches, so they start
-//!   without `LD_LIBRARY_PATH`. (A build script's link arguments apply only to its own package's
+//!   without `LD_LIBRARY_PATH`; with a CUDA libtorch, `libtorch_cuda.so` linked with
+//!   `--no-as-needed` (see below). (A build script's link arguments apply only to its own package's
 //!   targets; the `featherguard` binary gets the same from `cli/build.rs`.)
 
 use std::env;
@@ -26,6 +27,15 @@ fn main() {
     let lib = root.join("lib");
     let lib = lib.canonicalize().unwrap_or(lib);
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
+    // A CUDA libtorch: torch-sys passes `-ltorch_cuda`, but rustc links with `--as-needed` and
+    // nothing references a symbol of libtorch_cuda.so directly, so the linker drops it, its
+    // static initializers never run, and libtorch reports no CUDA device on a GPU machine
+    // (`tch::Cuda::is_available()` false; seen on an H100). Link it again with `--no-as-needed`.
+    if lib.join("libtorch_cuda.so").exists() {
+        println!("cargo:rustc-link-arg=-Wl,--push-state,--no-as-needed,-ltorch_cuda,--pop-state");
+        // Lets the CUDA test tell "no GPU" from "GPU present, CUDA not registered".
+        println!("cargo:rustc-env=FEATHERGUARD_TORCH_CUDA_LINKED=1");
+    }
 }
 
 fn check_version(root: &Path) {

@@ -106,6 +106,49 @@ impl Encoder {
         self.shape
     }
 
+    /// Self-attention of `b x heads x s x head_dim` tensors with the additive padding bias; the
+    /// scale defaults to 1/sqrt(head_dim) as in BERT.
+    ///
+    /// The CPU uses libtorch's `scaled_dot_product_attention`. On CUDA its dispatcher picks the
+    /// cuDNN kernel for f16/bf16 on recent GPUs (H100, libtorch 2.11), which builds and compiles
+    /// an execution plan for every new (rows, tokens) shape: ~45 ms the first time each shape is
+    /// seen, so the first texts of each length were 20-30x slower than the steady state. The
+    /// memory-efficient kernel (what the dispatcher picks for f32) has no per-shape setup, so it
+    /// is called directly; if libtorch refuses it, the dispatcher's choice is used.
+    fn attention(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        bias: &Tensor,
+        cuda_bias: &Option<Tensor>,
+    ) -> Result<Tensor, TorchError> {
+        if let Some(full) = cuda_bias {
+            if let Ok((out, ..)) = Tensor::f_internal_scaled_dot_product_efficient_attention(
+                q,
+                k,
+                v,
+                Some(full),
+                false,
+                0.0,
+                false,
+                None,
+            ) {
+                return Ok(out);
+            }
+        }
+        Ok(Tensor::f_scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            Some(bias),
+            0.0,
+            false,
+            None,
+            false,
+        )?)
+    }
+
     /// Masked mean of the last hidden states of `rows x seq` token ids (row-major, padded with
     /// mask 0), as `rows * hidden` f32 values; not normalized.
     pub fn forward(
@@ -173,6 +216,18 @@ impl Encoder {
             .f_sub_scalar(1.0)?
             .f_mul_scalar(-MASK_BIAS)?
             .f_view([b, 1, 1, s])?;
+        // On CUDA the memory-efficient kernel is called directly (see `attention`), with the bias
+        // laid out as libtorch's dispatcher would: its last dimension padded to a multiple of 16
+        // elements in memory, then narrowed back and broadcast over heads and query positions.
+        let cuda_bias = if self.device == tch::Device::Cpu {
+            None
+        } else {
+            let mut aligned =
+                Tensor::f_zeros([b, 1, 1, (s + 15) / 16 * 16], (self.kind, self.device))?
+                    .f_narrow(3, 0, s)?;
+            aligned.f_copy_(&bias)?;
+            Some(aligned.f_expand([b, heads, s, s], false)?)
+        };
         let split = |t: Tensor| -> Result<Tensor, TorchError> {
             Ok(t.f_view([b, s, heads, head_dim])?.f_transpose(1, 2)?)
         };
@@ -180,19 +235,10 @@ impl Encoder {
             let q = split(x.f_linear(&layer.query.0, Some(&layer.query.1))?)?;
             let k = split(x.f_linear(&layer.key.0, Some(&layer.key.1))?)?;
             let v = split(x.f_linear(&layer.value.0, Some(&layer.value.1))?)?;
-            // libtorch's fused kernel; scale defaults to 1/sqrt(head_dim) as in BERT.
-            let ctx = Tensor::f_scaled_dot_product_attention(
-                &q,
-                &k,
-                &v,
-                Some(&bias),
-                0.0,
-                false,
-                None,
-                false,
-            )?
-            .f_transpose(1, 2)?
-            .f_reshape([b, s, h as i64])?;
+            let ctx = self
+                .attention(&q, &k, &v, &bias, &cuda_bias)?
+                .f_transpose(1, 2)?
+                .f_reshape([b, s, h as i64])?;
             let attn = ctx.f_linear(&layer.attn_out.0, Some(&layer.attn_out.1))?;
             let x1 = attn.f_add(&x)?.f_layer_norm(
                 norm_shape,

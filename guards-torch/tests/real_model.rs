@@ -159,6 +159,13 @@ fn cuda_request_without_a_gpu_is_a_typed_error() {
         }
         return;
     }
+    // With libtorch_cuda.so linked (see build.rs) and an NVIDIA driver loaded, "no CUDA" means
+    // CUDA never registered (e.g. the library was dropped at link time): fail, don't pass here.
+    let driver = std::path::Path::new("/proc/driver/nvidia/version").exists();
+    assert!(
+        option_env!("FEATHERGUARD_TORCH_CUDA_LINKED").is_none() || !driver,
+        "libtorch_cuda.so is linked and an NVIDIA driver is loaded, but libtorch reports no CUDA device"
+    );
     eprintln!("no CUDA device: checking the error instead");
     let err = e.try_load().unwrap_err();
     assert!(
