@@ -513,6 +513,9 @@ impl AsciiGates {
 
 /// Texts from this many bytes on are walked by the ASCII gates as two halves at once.
 const TWO_WALKS_MIN: usize = 1024;
+// The second walk starts `longest + 1` bytes before the middle; gate literals are cut to
+// `MAX_GATE_BYTES`.
+const _: () = assert!(MAX_GATE_BYTES + 1 < TWO_WALKS_MIN / 2);
 
 impl AsciiGates {
     /// Raw hits of word-start literals at the raw word starts the view hides: an ASCII word byte
