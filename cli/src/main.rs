@@ -125,6 +125,9 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 }
 
 fn main() -> ExitCode {
+    // Before any thread exists (see the function): ONNX Runtime reads it when it is loaded.
+    #[cfg(feature = "onnx")]
+    featherguard::onnx::runtime::disable_runtime_telemetry();
     let cli = Cli::parse();
     let result = (|| -> anyhow::Result<ExitCode> {
         let cfg = load_config(cli.config.as_ref(), &cli.rule_files)?;

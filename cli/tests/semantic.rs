@@ -33,6 +33,43 @@ fn run(cmd: &mut Command) -> (i32, String, String) {
     (out.status.code().unwrap_or(-1), o, e)
 }
 
+/// ONNX Runtime's own usage telemetry stays off: nothing is written under the home's
+/// `.cache/Microsoft` (its device id and event cache), with no opt-out variable set by the caller
+/// and none of the CI variables under which ONNX Runtime stays quiet by itself.
+#[test]
+fn onnx_runtime_telemetry_stays_off() {
+    let home = tmp("telemetry-home");
+    let _ = std::fs::remove_dir_all(&home);
+    std::fs::create_dir_all(&home).unwrap();
+    let setup_home = std::env::var_os("FEATHERGUARD_HOME").map_or_else(
+        || std::path::PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/featherguard"),
+        std::path::PathBuf::from,
+    );
+    let mut cmd = bin();
+    cmd.args(["embed", "hello world"])
+        .env("HOME", &home)
+        .env("FEATHERGUARD_HOME", &setup_home);
+    for var in [
+        "ORT_DISABLE_TELEMETRY",
+        "XDG_CACHE_HOME",
+        "CI",
+        "GITHUB_ACTIONS",
+        "GITLAB_CI",
+        "TF_BUILD",
+        "CIRCLECI",
+    ] {
+        cmd.env_remove(var);
+    }
+    let (code, _, err) = run(&mut cmd);
+    assert_eq!(code, 0, "{err}");
+    let written = home.join(".cache/Microsoft");
+    assert!(
+        !written.exists(),
+        "ONNX Runtime wrote {}",
+        written.display()
+    );
+}
+
 #[test]
 fn embed_prints_unit_vectors_with_model_id() {
     let (code, out, err) = run(bin().args(["embed", "hello world", ""]));

@@ -59,10 +59,29 @@ static LOADED: OnceLock<Result<(PathBuf, ort::environment::Environment), String>
 /// Set with [`LOADED`]: see [`runtime_libraries`].
 static LIBRARIES: OnceLock<Vec<PathBuf>> = OnceLock::new();
 
+/// The variable ONNX Runtime reads, once, when its environment is created: `1` turns its usage
+/// telemetry off entirely.
+pub const TELEMETRY_OFF_ENV: &str = "ORT_DISABLE_TELEMETRY";
+
+/// Turns ONNX Runtime's usage telemetry off for this process, unless the user set
+/// [`TELEMETRY_OFF_ENV`] themselves. The official Linux and macOS builds (1.29 on) create a device
+/// id and an event cache under `~/.cache/Microsoft/DeveloperTools/.onnxruntime` and try to upload
+/// a process event when the environment is created, before `with_telemetry(false)` can act; only
+/// the variable, set before that, stops all of it. A firewall must neither phone home nor write
+/// outside its own folders. Call it before any thread starts (the CLI does, first thing):
+/// [`init`] calls it too, for library users, but setting a variable while C code on another
+/// thread reads the environment is a data race (see `std::env::set_var`).
+pub fn disable_runtime_telemetry() {
+    if std::env::var_os(TELEMETRY_OFF_ENV).is_none() {
+        std::env::set_var(TELEMETRY_OFF_ENV, "1");
+    }
+}
+
 /// Loads the runtime from `path` unless one is already loaded; returns the loaded library's path
 /// and the process's runtime environment.
 pub fn init(path: &Path) -> Result<(PathBuf, ort::environment::Environment), EmbedError> {
     let result = LOADED.get_or_init(|| {
+        disable_runtime_telemetry();
         let before = crate::mem::mapped_libraries();
         let builder = ort::init_from(path).map_err(|e| format!("{}: {e}", path.display()))?;
         // The environment registers itself as ort's current one; sessions use it.
