@@ -190,18 +190,22 @@ fn may_be_obfuscated(t: &[u8]) -> bool {
     // the first part's walk then reports. So the split changes no answer.
     const SPLIT_MIN: usize = 1024;
     const SPLIT_SEARCH: usize = 256;
-    if t.len() >= SPLIT_MIN {
-        let half = t.len() / 2;
-        let other = t[half..]
-            .iter()
-            .take(SPLIT_SEARCH)
-            .position(|&b| CLASSES[usize::from(b)] == OTHER);
-        if let Some(k) = other {
+    let half = t.len() / 2;
+    let split = (t.len() >= SPLIT_MIN)
+        .then(|| {
+            t[half..]
+                .iter()
+                .take(SPLIT_SEARCH)
+                .position(|&b| CLASSES[usize::from(b)] == OTHER)
+        })
+        .flatten();
+    let state = match split {
+        Some(k) => {
             let (first, second) = t.split_at(half + k + 1);
-            return walk_two(first, second);
+            walk_two(first, second)
         }
-    }
-    let state = walk(t, S_OTHER);
+        None => walk(t, S_OTHER),
+    };
     state == FOUND || state == S_PAIR
 }
 
@@ -224,9 +228,9 @@ fn walk(t: &[u8], mut state: u8) -> u8 {
     state
 }
 
-/// The pre-check of `first` followed by `second`, where `first` ends with a byte of class `OTHER`:
+/// The state after `first` followed by `second`, where `first` ends with a byte of class `OTHER`:
 /// both walked at once, each from the text-start state.
-fn walk_two(first: &[u8], second: &[u8]) -> bool {
+fn walk_two(first: &[u8], second: &[u8]) -> u8 {
     let (mut s1, mut s2) = (S_OTHER, S_OTHER);
     let mut done = 0;
     for (a, b) in first.chunks_exact(CHUNK).zip(second.chunks_exact(CHUNK)) {
@@ -235,16 +239,15 @@ fn walk_two(first: &[u8], second: &[u8]) -> bool {
             s2 = step(s2, y);
         }
         if s1 == FOUND || s2 == FOUND {
-            return true;
+            return FOUND;
         }
         done += CHUNK;
     }
-    // `first` does not end the text, and after its last byte its state is `S_OTHER` or `FOUND`.
+    // After `first`'s last byte its state is `S_OTHER` (that of `second`'s start) or `FOUND`.
     if walk(&first[done..], s1) == FOUND {
-        return true;
+        return FOUND;
     }
-    let state = walk(&second[done..], s2);
-    state == FOUND || state == S_PAIR
+    walk(&second[done..], s2)
 }
 
 /// Build the deobfuscated view of `folded` into `out` (using `tmp` as scratch).
@@ -403,13 +406,7 @@ mod tests {
     #[test]
     fn pre_check_agrees_with_its_definition() {
         let alphabet = b"ab1 .-x@Z9_,2!";
-        let mut seed = 7u64;
-        let mut next = |n: usize| {
-            seed = seed
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            (seed >> 33) as usize % n
-        };
+        let mut next = lcg(7);
         for _ in 0..50_000 {
             let len = next(12);
             let t: Vec<u8> = (0..len).map(|_| alphabet[next(alphabet.len())]).collect();

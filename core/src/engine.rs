@@ -788,13 +788,13 @@ impl NonAsciiGates {
     }
 }
 
-/// Offset of the first non-ASCII byte of `text` at or after `from`.
 /// The code point of the three-byte UTF-8 sequence `b0 b1 b2` (lead byte 0xE0..=0xEF): below
 /// 65,536 whatever the continuation bytes hold.
-fn three_byte_char(b0: u8, b1: u8, b2: u8) -> usize {
+pub(crate) fn three_byte_char(b0: u8, b1: u8, b2: u8) -> usize {
     usize::from(b0 & 0x0F) << 12 | usize::from(b1 & 0x3F) << 6 | usize::from(b2 & 0x3F)
 }
 
+/// Offset of the first non-ASCII byte of `text` at or after `from`.
 pub(crate) fn next_non_ascii(text: &[u8], from: usize) -> Option<usize> {
     next_with_high_bit(text, from, true)
 }

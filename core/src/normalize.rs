@@ -70,9 +70,7 @@ fn normalize_with<const TABLE: bool>(src: &str, base: usize, out: &mut View) {
             out.spans.push((from, to));
             continue;
         }
-        // CJK unified ideographs are letters without decomposition or case, neither invisible
-        // nor look-alikes: the same result as the tables below, without the lookups.
-        if ('\u{4E00}'..='\u{9FFF}').contains(&c) || keep_whole(c) {
+        if kept_as_is(c) {
             word.has_other_script = true;
             out.push_char(c, from, to);
             continue;
@@ -150,18 +148,23 @@ fn push_ascii_run(bytes: &[u8], from: usize, out: &mut View, word: &mut WordStat
     end
 }
 
-/// End of the run of CJK ideographs (U+4E00..=U+9FFF) and Hangul syllables at `from`: letters of
-/// another script that normalization keeps as they are (no decomposition, no case, not invisible,
-/// no look-alikes), the bulk of CJK and Korean prose.
+/// CJK unified ideographs and Hangul syllables: letters without decomposition or case, neither
+/// invisible nor look-alikes, which normalization keeps as they are (the bulk of CJK and Korean
+/// prose; the same result as the general path, without its lookups).
+fn kept_as_is(c: char) -> bool {
+    ('\u{4E00}'..='\u{9FFF}').contains(&c) || keep_whole(c)
+}
+
+/// End of the run of [`kept_as_is`] chars at `from`.
 fn kept_whole_run(bytes: &[u8], from: usize) -> usize {
     let mut i = from;
     while let Some(&[b0, b1, b2]) = bytes.get(i..i + 3) {
-        // Lead bytes E4..=E9 hold U+4000..=U+9FFF, EA..=ED U+A000..=U+DFFF.
+        // Lead bytes E4..=ED hold U+4000..=U+DFFF, which contains both ranges.
         if !(0xE4..=0xED).contains(&b0) {
             break;
         }
-        let c = u32::from(b0 & 0x0F) << 12 | u32::from(b1 & 0x3F) << 6 | u32::from(b2 & 0x3F);
-        if !((0x4E00..=0x9FFF).contains(&c) || (0xAC00..=0xD7A3).contains(&c)) {
+        let c = crate::engine::three_byte_char(b0, b1, b2);
+        if !char::from_u32(c as u32).is_some_and(kept_as_is) {
             break;
         }
         i += 3;
